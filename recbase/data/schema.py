@@ -1,0 +1,94 @@
+"""Column names and Arrow types of every table the corpus stage writes: the one source of truth.
+
+An item is identified by ``(domain, item_id)``; ``item_id`` is unique within its domain only.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+# the named text attributes an item may carry, in the order the formatted text lists them
+TEXT_FIELDS: tuple[str, ...] = ("title", "year", "category", "brand", "description", "details")
+
+ITEMS = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("title", pa.string()),
+        pa.field("year", pa.int32()),
+        pa.field("category", pa.string()),  # categories / genres, ", "-joined, most general first
+        pa.field("brand", pa.string()),  # brand, store, publisher
+        pa.field("description", pa.string()),
+        pa.field("details", pa.string()),  # further "key: value" pairs, "; "-joined
+        pa.field("text", pa.string(), nullable=False),  # the unified text the encoder embeds
+    ]
+)
+
+INTERACTIONS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("timestamp", pa.int64(), nullable=False),  # seconds since the epoch
+        pa.field("rating", pa.float32()),  # explicit feedback, when the source has it
+        pa.field("click", pa.int8()),  # 1 click, 0 shown-not-clicked (impressions), null unknown
+    ]
+)
+
+REJECTS = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("table", pa.string(), nullable=False),  # items | interactions | pairs
+        pa.field("file", pa.string(), nullable=False),
+        pa.field("line", pa.int64()),  # 1-based line (or row) in that file, when known
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("raw", pa.string(), nullable=False),  # the rejected record as read
+    ]
+)
+
+# one row per pretraining user: the time-ordered history (pretraining domains only)
+HISTORIES = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("domains", pa.list_(pa.string()), nullable=False),
+        pa.field("item_ids", pa.list_(pa.string()), nullable=False),
+        pa.field("timestamps", pa.list_(pa.int64()), nullable=False),
+    ]
+)
+
+# one row per (user, candidate) evaluation pair; the history is what precedes the candidates
+EVAL_PAIRS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("history_domains", pa.list_(pa.string()), nullable=False),
+        pa.field("history_item_ids", pa.list_(pa.string()), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("timestamp", pa.int64()),  # null for sampled negatives
+        pa.field("click", pa.int8(), nullable=False),
+        pa.field("label_source", pa.string(), nullable=False),  # rating | click | sampled_negative
+    ]
+)
+
+# reasons a row can be rejected; the manifest counts each
+REJECT_REASONS: tuple[str, ...] = (
+    "wrong_field_count",
+    "undecodable_text",
+    "malformed_json",
+    "malformed_impression",
+    "bad_label",
+    "unknown_user",
+    "null_id",
+    "unparsable_timestamp",
+    "unparsable_rating",
+    "unparsable_year",
+    "unknown_item",
+    "duplicate_item",
+    "duplicate",
+    "item_without_interactions",
+)
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()

@@ -1,0 +1,116 @@
+"""What every source reader returns, and the line-level parsing they share."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import pandas as pd
+
+from recbase import storage
+from recbase.data.rejects import Rejects
+
+# columns a reader fills; missing text fields are allowed, the ids are not
+ITEM_COLUMNS = ["item_id", "domain", "title", "year", "category", "brand", "description", "details"]
+INTERACTION_COLUMNS = ["user_id", "item_id", "timestamp", "rating", "click"]
+PAIR_COLUMNS = ["user_id", "item_id", "click"]
+# bookkeeping columns carried with every parsed row, for the rejects file
+ORIGIN = ["file", "line", "raw"]
+
+
+class SourceFormatError(ValueError):
+    """An input file is missing or does not have the published columns."""
+
+
+@dataclass
+class SourceTables:
+    """One source, parsed. Rows already rejected at parse time are in ``rejects``, not here."""
+
+    items: pd.DataFrame  # ITEM_COLUMNS + ORIGIN
+    interactions: pd.DataFrame  # INTERACTION_COLUMNS + ORIGIN; item_id refers to this source's items
+    read: dict[str, int]  # rows read per table, rejects included
+    files: list[str]
+    notes: list[str] = field(default_factory=list)
+    # evaluation pairs the dataset itself defines (RecBench test.parquet) and the histories they use
+    pairs: pd.DataFrame | None = None  # PAIR_COLUMNS + ORIGIN
+    pair_histories: dict[str, list[str]] | None = None
+
+
+def require(path: str, what: str) -> str:
+    if not storage.exists(path):
+        raise SourceFormatError(f"{path}: missing ({what})")
+    return path
+
+
+def iter_lines(path: str, encoding: str) -> Iterator[tuple[int, str | None, bytes]]:
+    """(1-based line number, decoded text or None when undecodable, raw bytes), line endings removed."""
+    with storage.open_binary(path) as f:
+        data = f.read()
+    if path.endswith(".gz"):
+        import gzip
+
+        data = gzip.decompress(data)
+    for i, raw in enumerate(data.splitlines(), start=1):
+        try:
+            yield i, raw.decode(encoding), raw
+        except UnicodeDecodeError:
+            yield i, None, raw
+
+
+def split_delimited(
+    path: str,
+    sep: str,
+    n_fields: int,
+    encoding: str,
+    source: str,
+    table: str,
+    rejects: Rejects,
+    skip_header: bool = False,
+) -> tuple[list[list[str]], list[int], list[str], int]:
+    """Split a delimited text file; undecodable and wrong-width lines go to ``rejects``.
+
+    Returns (rows of fields, their line numbers, their raw text, number of data lines read).
+    """
+    rows, lines, raws, n_read = [], [], [], 0
+    bad_width, undecodable = [], []
+    for lineno, text, raw in iter_lines(path, encoding):
+        if skip_header and lineno == 1:
+            continue
+        if text is not None and not text.strip():
+            continue  # blank lines (e.g. a trailing newline) carry no record
+        n_read += 1
+        if text is None:
+            undecodable.append((lineno, raw.decode(encoding, errors="backslashreplace")))
+            continue
+        fields = text.split(sep)
+        if len(fields) != n_fields:
+            bad_width.append((lineno, text))
+            continue
+        rows.append(fields)
+        lines.append(lineno)
+        raws.append(text)
+    for reason, bad in (("undecodable_text", undecodable), ("wrong_field_count", bad_width)):
+        if bad:
+            rejects.add_frame(
+                source, table, reason,
+                pd.DataFrame({"file": path, "line": [b[0] for b in bad], "raw": [b[1] for b in bad]}),
+            )
+    return rows, lines, raws, n_read
+
+
+def reject_where(
+    df: pd.DataFrame, mask: pd.Series, source: str, table: str, reason: str, rejects: Rejects
+) -> pd.DataFrame:
+    """Move the rows where ``mask`` holds into ``rejects``; return the others."""
+    mask = mask.fillna(True).astype(bool)
+    if mask.any():
+        rejects.add_frame(source, table, reason, df.loc[mask, ORIGIN])
+    return df.loc[~mask]
+
+
+def to_seconds(values: pd.Series, unit: str = "s") -> pd.Series:
+    """Parse timestamps to int64 seconds; unparsable values become <NA> (the caller rejects them)."""
+    num = pd.to_numeric(values, errors="coerce")
+    ok = num.notna() & (num == num.round())
+    if unit == "ms":
+        num = num // 1000
+    return num.where(ok).astype("Int64")

@@ -1,0 +1,87 @@
+"""Paths that may be local or ``s3://``: one place that turns a path into (filesystem, path).
+
+S3 goes through s3fs; its endpoint and credentials come from the environment (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, instance roles, ...), never from the repo.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem that serves ``path`` and the path within it."""
+    fs, p = fsspec.core.url_to_fs(path)
+    return fs, p
+
+
+def join(base: str, *parts: str) -> str:
+    return posixpath.join(base, *parts)
+
+
+def exists(path: str) -> bool:
+    fs, p = filesystem(path)
+    return fs.exists(p)
+
+
+def write_parquet(table: pa.Table, path: str) -> None:
+    """Write a table so that a reader never sees it half written (temp name, then rename/PUT)."""
+    fs, p = filesystem(path)
+    parent = posixpath.dirname(p)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    if is_remote(path):
+        # an S3 object becomes visible only when its upload completes: no temp name needed
+        with fs.open(p, "wb") as f:
+            pq.write_table(table, f)
+        return
+    tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
+    pq.write_table(table, tmp)
+    fs.mv(tmp, p)
+
+
+def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
+    fs, p = filesystem(path)
+    if not fs.exists(p):
+        raise FileNotFoundError(f"{path}: no such file")
+    with fs.open(p, "rb") as f:
+        return pq.read_table(f, columns=columns)
+
+
+def write_json(obj: Any, path: str) -> None:
+    fs, p = filesystem(path)
+    data = json.dumps(obj, indent=2, sort_keys=False, default=str).encode()
+    if is_remote(path):
+        fs.pipe_file(p, data)
+        return
+    parent = posixpath.dirname(p)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, p)
+
+
+def read_json(path: str) -> Any:
+    fs, p = filesystem(path)
+    with fs.open(p, "rb") as f:
+        return json.loads(f.read())
+
+
+def open_binary(path: str):
+    """Open ``path`` for reading bytes, with a clear error when it is missing."""
+    fs, p = filesystem(path)
+    if not fs.exists(p):
+        raise FileNotFoundError(f"{path}: no such file")
+    return fs.open(p, "rb")

@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recbase import config
+from recbase.config import ConfigError
+
+REPO = Path(__file__).parent.parent
+
+
+def test_defaults_are_the_papers_filters():
+    cfg = config.load()
+    assert cfg.data.min_history == 15
+    assert cfg.data.max_history == 2500
+    assert cfg.data.sources[0].kind == "movielens"
+
+
+def test_dotted_overrides_reach_nested_fields_and_lists():
+    cfg = config.load(
+        REPO / "jobs/configs/default.yaml",
+        ["data.min_history=20", "data.split.seed=7", "data.sources.0.layout=recbole", "data.split.unseen_domains=[Drama]"],
+    )
+    assert cfg.data.min_history == 20
+    assert cfg.data.split.seed == 7
+    assert cfg.data.sources[0].layout == "recbole"
+    assert cfg.data.split.unseen_domains == ("Drama",)
+
+
+def test_override_into_a_list_the_yaml_left_out_starts_from_the_default():
+    cfg = config.load(None, ["data.sources.0.path=/data/ml-1m"])
+    assert cfg.data.sources[0].path == "/data/ml-1m"
+    assert cfg.data.sources[0].pseudo_domain == "first_genre"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.min_histroy=20", "unknown key(s) data.min_histroy"),
+        ("model.hidden=3", "unknown key(s) model"),
+        ("data.min_history=twenty", "data.min_history: expected an integer"),
+        ("data.min_history=true", "data.min_history: expected an integer"),
+        ("data.text_format=fancy", "data.text_format: 'fancy' is not one of"),
+        ("data.split.unseen_user_fraction=1.5", "unseen_user_fraction must be in [0, 1)"),
+        ("data.max_history=3", "data.max_history (3) must be >= data.min_history (15)"),
+        ("data.sources.3.path=x", "is not an index of a list of 1"),
+        ("data.sources.0.kind=netflix", "data.sources.0.kind: 'netflix' is not one of"),
+        ("data.min_history", "not of the form key.sub=value"),
+    ],
+)
+def test_bad_configs_fail_with_the_key_named(override, message):
+    with pytest.raises(ConfigError) as e:
+        config.load(REPO / "jobs/configs/default.yaml", [override])
+    assert message in str(e.value)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        config.load(tmp_path / "nope.yaml")
+
+
+def test_config_round_trips_through_plain_data():
+    cfg = config.load(REPO / "jobs/configs/default.yaml")
+    assert config.from_dict(config.Config, config.to_dict(cfg)) == cfg
+
+
+def yaml_files():
+    return sorted(p for d in ("jobs", "tune", "cluster") for p in (REPO / d).rglob("*.y*ml"))
+
+
+def test_every_repo_yaml_is_tested():
+    assert yaml_files(), "expected YAML configs under jobs/"
+
+
+@pytest.mark.parametrize("path", yaml_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_yaml_in_the_repo_loads(path):
+    raw = yaml.safe_load(path.read_text())
+    if path.parts[-3:-1] == ("jobs", "configs"):
+        config.load(path)  # a run config: the full typed loader, unknown keys rejected
+    else:
+        assert isinstance(raw, dict)
