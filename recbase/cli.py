@@ -1,4 +1,4 @@
-"""The ``recbase`` command: ``recbase prepare --config FILE [key.sub=value ...]``."""
+"""The ``recbase`` command: ``recbase {prepare,embed,tokenize,pipeline} --config FILE [key.sub=value ...]``."""
 from __future__ import annotations
 
 import argparse
@@ -29,7 +29,36 @@ def prepare_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-COMMANDS = {"prepare": prepare_main}
+def embed_main(argv: list[str] | None = None) -> int:
+    from recbase.launch import embed
+
+    _, cfg = parse(argv, "Embed the corpus items (Ray Data actor pool).")
+    embed.run(cfg)
+    return 0
+
+
+def tokenize_main(argv: list[str] | None = None) -> int:
+    from recbase.launch import tokenize
+    from recbase.tokenizer.metrics import describe
+
+    _, cfg = parse(argv, "Train the concept-ID tokenizer and assign every item.")
+    print(describe(tokenize.run(cfg)))
+    return 0
+
+
+def pipeline_main(argv: list[str] | None = None) -> int:
+    from recbase.data.corpus import prepare, summary
+    from recbase.launch import embed, tokenize
+    from recbase.tokenizer.metrics import describe
+
+    _, cfg = parse(argv, "The main job: corpus -> embed -> tokenise.")
+    print(summary(prepare(cfg.data)))
+    embed.run(cfg)
+    print(describe(tokenize.run(cfg)))
+    return 0
+
+
+COMMANDS = {"prepare": prepare_main, "embed": embed_main, "tokenize": tokenize_main, "pipeline": pipeline_main}
 
 
 def main(argv: list[str] | None = None) -> int:

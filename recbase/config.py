@@ -142,7 +142,7 @@ class EmbedConfig:
     concurrency: int = 2
     # CPU share of each actor: below 1 leaves room for Ray Data's read/write tasks (a pool that
     # holds every CPU starves them and hangs)
-    num_cpus_per_actor: float = 0.9
+    num_cpus_per_actor: float = 0.5
     # GPUs per actor: "auto" = 1 when the cluster has GPUs, else 0
     num_gpus_per_actor: str = "auto"
     # torch threads inside each actor (Ray starts fractional-CPU actors with one)
@@ -177,7 +177,7 @@ class TokenizerConfig:
     hidden_dims: tuple[int, ...] = (512, 256)
     # curriculum: level l joins after levels < l trained for epochs_per_level epochs (or plateaued)
     curriculum: bool = True
-    epochs_per_level: int = 60
+    epochs_per_level: int = 40
     # end a stage early when the loss has not improved by plateau_tolerance for this many epochs (0: never)
     plateau_patience: int = 0
     plateau_tolerance: float = 1e-3
@@ -185,8 +185,8 @@ class TokenizerConfig:
     lr: float = 1e-3
     commitment_weight: float = 0.25
     # differentiable penalty pushing each level's (soft) code usage toward uniform; 0 switches it off
-    entropy_weight: float = 0.1
-    entropy_temperature: float = 1.0
+    entropy_weight: float = 0.5
+    entropy_temperature: float = 0.1
     # k-means initialisation of each level from a sample of kmeans_sample_factor x K residuals
     kmeans_init: bool = True
     kmeans_sample_factor: int = 40
@@ -194,13 +194,21 @@ class TokenizerConfig:
     reinit: bool = True
     reinit_threshold: float = 0.1
     reinit_levels: Literal["first", "all"] = "all"
+    # the last stage stops re-seeding this many epochs before its end, and its learning rate decays
+    # (cosine) to final_lr_fraction x lr, so that the final codes settle
+    reinit_settle_epochs: int = 10
+    final_lr_fraction: float = 0.01
     seed: int = 0
-    device: str = "auto"
+    # training runs as one Ray task: "auto" = on a GPU when the cluster has one
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_cpus: int = 2
+    # actors assigning concept IDs over the embedding shards (Ray Data)
+    assign_concurrency: int = 2
     # where the tokenizer, the concept-ID map and the manifest are written (local or s3://)
     output: str = "runs/default/tokenizer"
     # quality gate: fail the stage below this level-1 utilisation or above this raw collision rate
-    min_level1_utilization: float = 0.5
-    max_collision_rate: float = 0.2
+    min_level1_utilization: float = 0.8
+    max_collision_rate: float = 0.05
     enforce_quality_gate: bool = True
     force: bool = False
 

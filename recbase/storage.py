@@ -58,11 +58,11 @@ def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(f, columns=columns)
 
 
-def write_json(obj: Any, path: str) -> None:
+def write_bytes(data: bytes, path: str) -> None:
+    """Write a whole file so that a reader never sees it half written."""
     fs, p = filesystem(path)
-    data = json.dumps(obj, indent=2, sort_keys=False, default=str).encode()
     if is_remote(path):
-        fs.pipe_file(p, data)
+        fs.pipe_file(p, data)  # one PUT: visible only once complete
         return
     parent = posixpath.dirname(p)
     if parent:
@@ -71,6 +71,25 @@ def write_json(obj: Any, path: str) -> None:
     with fs.open(tmp, "wb") as f:
         f.write(data)
     fs.mv(tmp, p)
+
+
+def write_json(obj: Any, path: str) -> None:
+    write_bytes(json.dumps(obj, indent=2, sort_keys=False, default=str).encode(), path)
+
+
+def remove(path: str) -> None:
+    fs, p = filesystem(path)
+    if fs.exists(p):
+        fs.rm(p, recursive=True)
+
+
+def list_files(directory: str, suffix: str = "") -> list[str]:
+    """Files directly under ``directory`` (full paths, same scheme), sorted; [] if it does not exist."""
+    fs, p = filesystem(directory)
+    if not fs.exists(p):
+        return []
+    names = sorted(f.rsplit("/", 1)[-1] for f in fs.ls(p, detail=False))
+    return [join(directory, n) for n in names if n.endswith(suffix)]
 
 
 def read_json(path: str) -> Any:

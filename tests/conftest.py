@@ -82,3 +82,14 @@ def default_corpus(tmp_path_factory, ml1m_dir):
     cfg = config.load(REPO / "jobs/configs/default.yaml", [f"data.output={out}"])
     manifest = prepare(cfg.data)
     return out, manifest
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole session (ray.init costs seconds; the launch layer reuses it)."""
+    import ray
+
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

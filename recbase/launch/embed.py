@@ -1,0 +1,109 @@
+"""Embedding stage on Ray Data: items.parquet -> Encoder actor pool -> Parquet shards (+ manifest).
+
+Resumable: shards already written are read first and their items skipped, so a rerun after an
+interruption embeds only what is missing and ends with the same table.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from recbase import storage
+from recbase.config import Config, to_dict
+from recbase.data.corpus import FILES as CORPUS_FILES, MANIFEST as CORPUS_MANIFEST
+from recbase.embed.encoder import Encoder
+from recbase.launch import session
+
+MANIFEST, SHARDS = "manifest.json", "shards"
+IO_CPUS = 0.1
+
+
+def read_embeddings(output: str, columns: list[str] | None = None) -> pa.Table:
+    """All readable shards of an embedding output, concatenated (empty table if none)."""
+    tables = []
+    for path in storage.list_files(storage.join(output, SHARDS), ".parquet"):
+        try:
+            tables.append(storage.read_parquet(path, columns))
+        except Exception as e:  # a shard cut short by an interruption: redone, never trusted
+            print(f"[embed] ignoring unreadable shard {path} ({type(e).__name__}); its items are embedded again")
+            storage.remove(path)
+    return pa.concat_tables(tables) if tables else None
+
+
+def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
+    e, out = cfg.embed, cfg.embed.output
+    manifest_path = storage.join(out, MANIFEST)
+    if not e.force and storage.exists(manifest_path):
+        log(f"[embed] {out} is complete (manifest.json present); set embed.force=true to redo")
+        return storage.read_json(manifest_path)
+    if e.force:
+        storage.remove(out)
+    corpus_manifest = storage.join(cfg.data.output, CORPUS_MANIFEST)
+    if not storage.exists(corpus_manifest):
+        raise FileNotFoundError(f"{corpus_manifest}: no prepared corpus; run jobs/prepare_corpus.py first")
+    items_path = storage.join(cfg.data.output, CORPUS_FILES["items"])
+    t0 = time.perf_counter()
+    session.init()
+
+    done = read_embeddings(out, ["domain", "item_id"])
+    n_done = done.num_rows if done is not None else 0
+    # read and write tasks take a small CPU share so that the actor pool can never starve them
+    ds = ray.data.read_parquet(items_path, num_cpus=IO_CPUS).select_columns(["domain", "item_id", "text"])
+    n_items = ds.count()
+    if n_done:
+        done_keys = set(zip(done.column("domain").to_pylist(), done.column("item_id").to_pylist()))
+        log(f"[embed] resuming: {n_done:,} of {n_items:,} items already embedded")
+
+        def not_done(batch: pa.Table) -> pa.Table:
+            keep = [k not in done_keys for k in zip(batch.column("domain").to_pylist(), batch.column("item_id").to_pylist())]
+            return batch.filter(pa.array(keep, pa.bool_()))
+
+        ds = ds.map_batches(not_done, batch_format="pyarrow", num_cpus=IO_CPUS)
+    gpus = session.gpus_per_actor(e.num_gpus_per_actor)
+    # blocks of a few batches each, so that every actor of the pool has work (streaming, no shuffle)
+    ds = ds.repartition(target_num_rows_per_block=e.batch_size * 4)
+    ds = ds.map_batches(
+        Encoder,
+        fn_constructor_kwargs={
+            "model": e.model, "prefix": e.prefix, "normalize": e.normalize, "batch_size": e.batch_size,
+            "device": "cuda" if gpus > 0 else "cpu", "threads": e.threads_per_actor,
+        },
+        batch_size=e.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=e.concurrency),
+        num_cpus=e.num_cpus_per_actor,
+        num_gpus=gpus,
+    )
+    ds.write_parquet(storage.join(out, SHARDS), min_rows_per_file=e.rows_per_file,
+                     ray_remote_args={"num_cpus": IO_CPUS})
+    seconds = time.perf_counter() - t0
+
+    table = read_embeddings(out, ["domain", "item_id", "embedding"])
+    keys = pc.binary_join_element_wise(table.column("domain"), table.column("item_id"), "\x1f")
+    if table.num_rows != n_items or pc.count_distinct(keys).as_py() != n_items:
+        raise RuntimeError(f"[embed] {out}: {table.num_rows} embeddings for {n_items} items; rerun to complete")
+    dim = table.schema.field("embedding").type.list_size
+    manifest = {
+        "model": e.model,
+        "prefix": e.prefix,
+        "normalize": e.normalize,
+        "dim": dim,
+        "items": n_items,
+        "embedded_this_run": n_items - n_done,
+        "resumed_from": n_done,
+        "corpus": cfg.data.output,
+        "text_format": cfg.data.text_format,
+        "files": {"shards": SHARDS},
+        "seconds": round(seconds, 2),
+        "items_per_s": round((n_items - n_done) / seconds, 1) if seconds > 0 else None,
+        "actors": {"concurrency": e.concurrency, "num_cpus": e.num_cpus_per_actor, "num_gpus": gpus,
+                   "threads": e.threads_per_actor},
+        "config": to_dict(e),
+    }
+    storage.write_json(manifest, manifest_path)
+    log(f"[embed] {n_items - n_done:,} items embedded ({dim}-d) in {seconds:.1f} s -> {out}")
+    return manifest
