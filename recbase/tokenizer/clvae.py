@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbase.config import TokenizerConfig
-from recbase.tokenizer.rq import ResidualQuantizer
+from recbase.tokenizer.rq import ResidualQuantizer, sq_distances
 
 
 def mlp(dims: list[int]) -> nn.Sequential:
@@ -81,13 +81,14 @@ def _init_level(model: CLVAE, x: torch.Tensor, level: int, cfg: TokenizerConfig,
     """k-means on the residuals that ``level`` sees, from a sample many times larger than K."""
     n = min(len(x), cfg.kmeans_sample_factor * cfg.codebook_size)
     idx = torch.randperm(len(x), generator=gen)[:n]
-    z = model.encoder(x[idx])  # [n, D]
+    device = model.rq.codebooks.device
+    z = model.encoder(x[idx].to(device))  # [n, D]
     residual = z
     for l in range(level):
         book = model.rq.codebooks[l]  # [K, D]
-        residual = residual - book[torch.cdist(residual, book).argmin(1)]
+        residual = residual - book[sq_distances(residual, book).argmin(1)]
     centers = kmeans_codebook(residual.cpu().numpy(), cfg.codebook_size, cfg.seed + level)
-    model.rq.codebooks.data[level] = torch.as_tensor(centers, dtype=model.rq.codebooks.dtype)
+    model.rq.codebooks.data[level] = torch.as_tensor(centers, dtype=model.rq.codebooks.dtype, device=device)
 
 
 def train(
@@ -100,7 +101,8 @@ def train(
     """Train a CL-VAE on ``embeddings`` [N, E]."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32), device=device)  # [N, E]
+    # the embeddings stay in host memory (4.5M x 4096 floats is 74 GB); batches move to the device
+    x = torch.tensor(np.asarray(embeddings, dtype=np.float32))  # [N, E] (a copy: inputs may be read-only)
     n, k, levels = len(x), cfg.codebook_size, cfg.levels
     model = CLVAE(x.shape[1], cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -129,12 +131,12 @@ def train(
                 frac = cfg.final_lr_fraction + (1 - cfg.final_lr_fraction) * 0.5 * (1 + np.cos(np.pi * e / budget))
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * frac
-            perm = torch.randperm(n, generator=gen).to(device)
+            perm = torch.randperm(n, generator=gen)
             counts = torch.zeros(active, k, device=device)
             sums: dict[str, float] = {"loss": 0.0, "recon": 0.0, "codebook": 0.0, "commitment": 0.0, "entropy": 0.0}
             last_residuals: list[torch.Tensor] = []
             for i in range(0, n, cfg.batch_size):
-                xb = x[perm[i : i + cfg.batch_size]]  # [B, E]
+                xb = x[perm[i : i + cfg.batch_size]].to(device, non_blocking=True)  # [B, E]
                 x_hat, out = model(xb, active, cfg.entropy_temperature, cfg.entropy_weight > 0)
                 recon = F.mse_loss(x_hat, xb)
                 loss = recon + out.codebook_loss + cfg.commitment_weight * out.commitment_loss
