@@ -51,11 +51,14 @@ def main() -> None:
     x = np.random.default_rng(0).normal(size=(args.items, tok.input_dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     tok.codes(x[:4096])  # warm up
-    t0 = time.perf_counter()
-    for i in range(0, len(x), 65536):
-        tok.codes(x[i : i + 65536])
-    rate = len(x) / (time.perf_counter() - t0)
-    peak = matmul_rate()
+    rates, peaks = [], []
+    for _ in range(3):  # best of three for both figures: this machine is noisy
+        peaks.append(matmul_rate())
+        t0 = time.perf_counter()
+        for i in range(0, len(x), 65536):
+            tok.codes(x[i : i + 65536])
+        rates.append(len(x) / (time.perf_counter() - t0))
+    rate, peak = max(rates), max(peaks)
     achieved = rate * flops_per_item(tok)
     print(f"tokenizer {tok.cfg.kind} {tok.cfg.levels}x{tok.cfg.codebook_size}, {args.threads} threads")
     print(f"assignment: {rate:,.0f} items/s, {flops_per_item(tok) / 1e6:.2f} MFLOP/item -> {achieved / 1e9:.1f} GFLOP/s")

@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--embeddings", default="runs/default/embeddings")
     p.add_argument("--shapes", nargs="+", default=["3x256", "4x256", "4x2048"])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--set", nargs="*", default=[], help="extra tokenizer overrides for every variant, e.g. tokenizer.entropy_weight=1")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = p.parse_args()
     torch.set_num_threads(2)
@@ -44,7 +45,7 @@ def main() -> None:
             rows = []
             for seed in args.seeds:
                 cfg = config.load(None, [f"tokenizer.levels={levels}", f"tokenizer.codebook_size={k}",
-                                         f"tokenizer.seed={seed}", *VARIANTS[name]]).tokenizer
+                                         f"tokenizer.seed={seed}", *args.set, *VARIANTS[name]]).tokenizer
                 t0 = time.perf_counter()
                 tok = Tokenizer.fit(x, cfg, log=lambda s: None)
                 seconds = time.perf_counter() - t0

@@ -192,7 +192,7 @@ class TokenizerConfig:
     kmeans_sample_factor: int = 40
     # re-seed codes used less than reinit_threshold x their uniform share over an epoch
     reinit: bool = True
-    reinit_threshold: float = 0.1
+    reinit_threshold: float = 0.3
     reinit_levels: Literal["first", "all"] = "all"
     # the last stage stops re-seeding this many epochs before its end, and its learning rate decays
     # (cosine) to final_lr_fraction x lr, so that the final codes settle

@@ -23,7 +23,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """`ray start --head` on 127.0.0.1 (token auth off for the test cluster); yields the job-server address."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    # the cluster's `python` is this environment's (as on a node where the project is installed)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     port, dash = free_port(), free_port()
     tmp = tmp_path_factory.mktemp("rayhead")
     subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",

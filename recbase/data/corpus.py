@@ -144,7 +144,7 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
             if kept.get(t, 0) + n_rej != n_read:
                 raise CountMismatch(f"{rep['name']}/{t}: kept {kept.get(t, 0)} + rejected {n_rej} != read {n_read}")
 
-    split_report, tables = _split(cfg, items, inter, given)
+    split_report, histories, tables = _split(cfg, items, inter, given)
     files = dict(FILES)
     for name in tables:
         files[f"eval/{name}"] = f"eval/{name}.parquet"
@@ -153,10 +153,9 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     storage.write_parquet(pa.Table.from_pandas(items[ITEMS.names], schema=ITEMS, preserve_index=False), storage.join(out, FILES["items"]))
     storage.write_parquet(pa.Table.from_pandas(inter[INTERACTIONS.names], schema=INTERACTIONS, preserve_index=False), storage.join(out, FILES["interactions"]))
     storage.write_parquet(rejects.to_table(), storage.join(out, FILES["rejects"]))
-    storage.write_parquet(tables.pop("__histories__"), storage.join(out, FILES["histories"]))
+    storage.write_parquet(histories, storage.join(out, FILES["histories"]))
     for name, table in tables.items():
         storage.write_parquet(table, storage.join(out, f"eval/{name}.parquet"))
-    files.pop("eval/__histories__", None)
 
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -178,7 +177,8 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     return manifest
 
 
-def _split(cfg: DataConfig, items: pd.DataFrame, inter: pd.DataFrame, given) -> tuple[dict, dict[str, pa.Table]]:
+def _split(cfg: DataConfig, items: pd.DataFrame, inter: pd.DataFrame, given) -> tuple[dict, pa.Table, dict[str, pa.Table]]:
+    """The split report, the pretraining histories, and the evaluation pair tables by name."""
     sp = cfg.split
     all_domains = sorted(items["domain"].unique())
     missing = [d for d in sp.unseen_domains if d not in all_domains]
@@ -200,7 +200,7 @@ def _split(cfg: DataConfig, items: pd.DataFrame, inter: pd.DataFrame, given) -> 
         for u, d, i in zip(inter["user_id"], inter["domain"], inter["item_id"]):
             touched[u].add((d, i))
 
-    tables: dict[str, pa.Table] = {"__histories__": hist_table}
+    tables: dict[str, pa.Table] = {}
     protocols: dict[str, dict] = {}
     if unseen_dom:
         # each unseen domain is its own zero-shot dataset: history and candidates from that domain
@@ -247,7 +247,7 @@ def _split(cfg: DataConfig, items: pd.DataFrame, inter: pd.DataFrame, given) -> 
             **protocols,
         },
     }
-    return report, tables
+    return report, hist_table, tables
 
 
 def _totals(reports: list[dict]) -> dict:

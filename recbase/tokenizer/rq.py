@@ -93,7 +93,8 @@ class ResidualQuantizer(nn.Module):
         out = []
         for level in range(self.levels if levels is None else levels):
             book = self.codebooks[level]  # [K, D]
-            idx = sq_distances(residual, book).argmin(1)  # [B]
+            # argmin_k ||r - e_k||² = argmin_k (||e_k||² - 2 r·e_k): one fused matmul, no [B, K] extras
+            idx = torch.addmm(book.pow(2).sum(1)[None, :], residual, book.t(), alpha=-2).argmin(1)  # [B]
             out.append(idx)
             residual = residual - book[idx]
         return torch.stack(out, 1)  # [B, L]
