@@ -55,7 +55,9 @@ def write_items(path: str, n: int, chunk: int = 100_000) -> None:
 class PeakRSS(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.peak = 0
+        self.peak = 0  # summed RSS of all processes
+        self.driver = 0  # this process alone
+        self.process = 0  # the largest single process
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -64,9 +66,12 @@ class PeakRSS(threading.Thread):
             total = 0
             for p in [me, *me.children(recursive=True)]:
                 try:
-                    total += p.memory_info().rss
+                    rss = p.memory_info().rss
                 except psutil.Error:
-                    pass
+                    continue
+                total += rss
+                self.process = max(self.process, rss)
+            self.driver = max(self.driver, me.memory_info().rss)
             self.peak = max(self.peak, total)
             time.sleep(0.5)
 
@@ -97,7 +102,8 @@ def main() -> None:
         mon.join()
         ray.shutdown()
     print(f"{m['items']:,} items embedded in {m['seconds']:.0f} s ({m['items_per_s']:,.0f} items/s); "
-          f"peak summed RSS of driver + Ray processes: {mon.peak / 2**30:.2f} GiB")
+          f"peak summed RSS of driver + Ray processes: {mon.peak / 2**30:.2f} GiB; driver alone "
+          f"{mon.driver / 2**30:.2f} GiB; largest single process {mon.process / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -104,3 +104,11 @@ def open_binary(path: str):
     if not fs.exists(p):
         raise FileNotFoundError(f"{path}: no such file")
     return fs.open(p, "rb")
+
+
+def completed(manifest_path: str, force: bool, stage: str, log) -> Any | None:
+    """The manifest of a stage whose output is complete (and not forced to redo), else None."""
+    if force or not exists(manifest_path):
+        return None
+    log(f"[{stage}] {manifest_path.rsplit('/', 1)[0]} is complete (manifest.json present); set {stage}.force=true to redo")
+    return read_json(manifest_path)

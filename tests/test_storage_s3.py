@@ -51,4 +51,4 @@ def test_corpus_from_and_to_s3_matches_local(s3_server, tmp_path):
     # a second run finds the complete corpus and skips
     messages = []
     prepare(remote, log=messages.append)
-    assert "already prepared" in messages[0]
+    assert "is complete" in messages[0]

@@ -84,9 +84,9 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     """Prepare the corpus ``cfg`` describes; returns its manifest (skips if already complete)."""
     out = cfg.output
     manifest_path = storage.join(out, MANIFEST)
-    if not cfg.force and storage.exists(manifest_path):
-        log(f"[corpus] {out} is already prepared (manifest.json present); set data.force=true to redo")
-        return storage.read_json(manifest_path)
+    finished = storage.completed(manifest_path, cfg.force, "data", log)
+    if finished is not None:
+        return finished
     t_start = time.perf_counter()
     rejects = Rejects()
     reports, item_frames, inter_frames, given = [], [], [], []

@@ -10,6 +10,7 @@ from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
 
 from recbase import storage
@@ -37,9 +38,9 @@ def read_embeddings(output: str, columns: list[str] | None = None) -> pa.Table:
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     e, out = cfg.embed, cfg.embed.output
     manifest_path = storage.join(out, MANIFEST)
-    if not e.force and storage.exists(manifest_path):
-        log(f"[embed] {out} is complete (manifest.json present); set embed.force=true to redo")
-        return storage.read_json(manifest_path)
+    finished = storage.completed(manifest_path, e.force, "embed", log)
+    if finished is not None:
+        return finished
     if e.force:
         storage.remove(out)
     corpus_manifest = storage.join(cfg.data.output, CORPUS_MANIFEST)
@@ -53,7 +54,9 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     n_done = done.num_rows if done is not None else 0
     # read and write tasks take a small CPU share so that the actor pool can never starve them
     ds = ray.data.read_parquet(items_path, num_cpus=IO_CPUS).select_columns(["domain", "item_id", "text"])
-    n_items = ds.count()
+    fs, p = storage.filesystem(items_path)
+    with fs.open(p, "rb") as f:
+        n_items = pq.read_metadata(f).num_rows  # from the footer: no pass over the data
     if n_done:
         done_keys = set(zip(done.column("domain").to_pylist(), done.column("item_id").to_pylist()))
         log(f"[embed] resuming: {n_done:,} of {n_items:,} items already embedded")
@@ -82,11 +85,14 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
                      ray_remote_args={"num_cpus": IO_CPUS})
     seconds = time.perf_counter() - t0
 
-    table = read_embeddings(out, ["domain", "item_id", "embedding"])
+    # check by keys only: the embeddings themselves never need to fit in the driver
+    table = read_embeddings(out, ["domain", "item_id"])
     keys = pc.binary_join_element_wise(table.column("domain"), table.column("item_id"), "\x1f")
     if table.num_rows != n_items or pc.count_distinct(keys).as_py() != n_items:
         raise RuntimeError(f"[embed] {out}: {table.num_rows} embeddings for {n_items} items; rerun to complete")
-    dim = table.schema.field("embedding").type.list_size
+    fs, p = storage.filesystem(storage.list_files(storage.join(out, SHARDS), ".parquet")[0])
+    with fs.open(p, "rb") as f:
+        dim = pq.read_schema(f).field("embedding").type.list_size
     manifest = {
         "model": e.model,
         "prefix": e.prefix,

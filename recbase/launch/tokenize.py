@@ -41,9 +41,9 @@ def _fit_task(cfg: TokenizerConfig, embed_output: str) -> tuple[dict, float]:
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     t, out = cfg.tokenizer, cfg.tokenizer.output
     manifest_path = storage.join(out, MANIFEST)
-    if not t.force and storage.exists(manifest_path):
-        log(f"[tokenizer] {out} is complete (manifest.json present); set tokenizer.force=true to redo")
-        return storage.read_json(manifest_path)
+    finished = storage.completed(manifest_path, t.force, "tokenizer", log)
+    if finished is not None:
+        return finished
     embed_manifest_path = storage.join(cfg.embed.output, EMBED_MANIFEST)
     if not storage.exists(embed_manifest_path):
         raise FileNotFoundError(f"{embed_manifest_path}: no embeddings; run jobs/embed.py first")

@@ -15,7 +15,7 @@ import pandas as pd
 from recbase import storage
 from recbase.config import SourceConfig
 from recbase.data.rejects import Rejects
-from recbase.data.sources.base import SourceFormatError, SourceTables, iter_lines, reject_where, to_seconds
+from recbase.data.sources.base import SourceFormatError, SourceTables, iter_lines, parse_feedback
 
 
 def _pairs(root: str) -> list[tuple[str, str, str]]:
@@ -117,19 +117,14 @@ def read(cfg: SourceConfig, rejects: Rejects) -> SourceTables:
                 "user_id": [_text(r.get("user_id")) for r in recs],
                 "item_id": [_text(r.get("parent_asin")) for r in recs],
                 "domain": domain,
-                "timestamp": to_seconds(pd.Series([r.get("timestamp") for r in recs], dtype=object), unit="ms"),
+                "timestamp": pd.Series([r.get("timestamp") for r in recs], dtype=object),
                 "rating": pd.Series([r.get("rating") for r in recs], dtype=object),
                 "file": review_path,
                 "line": lines,
                 "raw": raws,
             }
         )
-        df = reject_where(df, df["timestamp"].isna(), src, "interactions", "unparsable_timestamp", rejects)
-        rating = pd.to_numeric(df["rating"], errors="coerce")
-        df = reject_where(df, df["rating"].notna() & rating.isna(), src, "interactions", "unparsable_rating", rejects)
-        df["rating"] = rating[df.index].astype("Float32")
-        df["click"] = pd.array([pd.NA] * len(df), dtype="Int8")
-        inter_frames.append(df)
+        inter_frames.append(parse_feedback(df, src, rejects, unit="ms"))
         files += [meta_path, review_path]
     items = pd.concat(item_frames, ignore_index=True)
     inter = pd.concat(inter_frames, ignore_index=True)

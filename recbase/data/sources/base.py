@@ -114,3 +114,17 @@ def to_seconds(values: pd.Series, unit: str = "s") -> pd.Series:
     if unit == "ms":
         num = num // 1000
     return num.where(ok).astype("Int64")
+
+
+def parse_feedback(df: pd.DataFrame, source: str, rejects: Rejects, unit: str = "s") -> pd.DataFrame:
+    """Raw ``timestamp`` and ``rating`` columns -> int64 seconds and float32; unparsable rows rejected.
+
+    Adds a null ``click`` column: rated and implicit feedback carry no impression labels.
+    """
+    df = df.assign(timestamp=to_seconds(df["timestamp"].astype(object), unit=unit))
+    df = reject_where(df, df["timestamp"].isna(), source, "interactions", "unparsable_timestamp", rejects)
+    rating = pd.to_numeric(df["rating"], errors="coerce")
+    df = reject_where(df, df["rating"].notna() & rating.isna(), source, "interactions", "unparsable_rating", rejects)
+    df["rating"] = rating[df.index].astype("Float32")
+    df["click"] = pd.array([pd.NA] * len(df), dtype="Int8")
+    return df

@@ -20,10 +20,10 @@ from recbase.data.sources.base import (
     SourceFormatError,
     SourceTables,
     iter_lines,
+    parse_feedback,
     reject_where,
     require,
     split_delimited,
-    to_seconds,
 )
 
 YEAR_IN_TITLE = re.compile(r"^(.*?)\s*\((\d{4})\)\s*$")
@@ -155,15 +155,10 @@ def _interactions(users, item_ids, ratings, timestamps, path, lines, raws, sourc
             "user_id": [u.strip() for u in users],
             "item_id": [i.strip() for i in item_ids],
             "rating": pd.Series(ratings, dtype=object),
-            "timestamp": to_seconds(pd.Series(timestamps, dtype=object)),
+            "timestamp": pd.Series(timestamps, dtype=object),
             "file": path,
             "line": lines,
             "raw": raws,
         }
     )
-    df = reject_where(df, df["timestamp"].isna(), source, "interactions", "unparsable_timestamp", rejects)
-    rating = pd.to_numeric(df["rating"], errors="coerce")
-    df = reject_where(df, df["rating"].notna() & rating.isna(), source, "interactions", "unparsable_rating", rejects)
-    df["rating"] = rating[df.index].astype("Float32")
-    df["click"] = pd.array([pd.NA] * len(df), dtype="Int8")
-    return df
+    return parse_feedback(df, source, rejects)
