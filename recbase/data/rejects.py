@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from recbase.data.schema import REJECTS
+from recbase.data.schema import REJECT_REASONS, REJECTS
 
 
 class Rejects:
@@ -23,6 +23,8 @@ class Rejects:
 
     def add_frame(self, source: str, table: str, reason: str, rows: pd.DataFrame) -> None:
         """Reject every row of ``rows`` (columns ``file``, ``line``, ``raw``) for ``reason``."""
+        if reason not in REJECT_REASONS:  # the manifest's reasons come from one list in schema.py
+            raise ValueError(f"unknown reject reason {reason!r}; add it to schema.REJECT_REASONS")
         if rows.empty:
             return
         frame = pd.DataFrame(
