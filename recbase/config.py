@@ -221,11 +221,86 @@ class TokenizerConfig:
             raise ConfigError("tokenizer.entropy_weight must be >= 0 and entropy_temperature > 0")
 
 
+# ----------------------------------------------------------------------------------------------
+# pretraining stage
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Concept-ID sequences -> a Qwen2 decoder, trained with Ray Train + DeepSpeed."""
+
+    # tiny (CPU), base (the paper's 0.3B), large (the paper's 1.5B): recbase/model/decoder.py
+    model: Literal["tiny", "base", "large"] = "tiny"
+    # tokens per training block: <bos> + one user's consecutive items (recbase/data/sequences.py)
+    block_len: int = 256
+    # share of pretraining users held out for validation loss (whole users, by a stable hash)
+    val_fraction: float = 0.05
+    # optimizer steps; a finished run given more steps continues from its last checkpoint
+    max_steps: int = 600
+    micro_batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    # cosine decay from lr to min_lr_fraction x lr at max_steps
+    min_lr_fraction: float = 0.1
+    grad_clip: float = 1.0
+    # DeepSpeed ZeRO stage: 2 shards optimizer state and gradients, 3 also the parameters
+    zero_stage: int = 2
+    # auto: bf16 on GPUs that support it, fp32 otherwise (bf16 is 2-3x slower than fp32 on CPUs)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    num_workers: int = 1
+    # CPU share of each worker: leave at least one CPU per node for Ray Data (its file listing task takes one)
+    cpus_per_worker: float = 1.0
+    # torch threads per worker (0: one per reserved CPU, at least 1)
+    threads_per_worker: int = 2
+    # auto: one GPU per worker when the cluster has GPUs
+    use_gpu: Literal["auto", "yes", "no"] = "auto"
+    log_every: int = 20
+    eval_every: int = 200
+    checkpoint_every: int = 200
+    # checkpoints kept in storage (the latest ones)
+    keep_checkpoints: int = 2
+    # worker-group restarts from the last checkpoint after a lost worker or node
+    max_failures: int = 3
+    seed: int = 0
+    # the exported Hugging Face model, metrics and manifest (local path or s3://)
+    output: str = "runs/default/pretrain"
+    # Ray Train run storage (checkpoints; local or s3://); "" = <output>/ray
+    storage_path: str = ""
+    # the Ray Train run name: rerunning with the same name and storage resumes from its last checkpoint
+    name: str = "pretrain"
+    # false: delete this run's checkpoints first and start from step 0
+    resume: bool = True
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError(f"pretrain.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        for name in ("block_len", "max_steps", "micro_batch_size", "grad_accum", "num_workers", "log_every",
+                     "eval_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"pretrain.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"pretrain.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.lr <= 0 or not 0.0 <= self.min_lr_fraction <= 1.0 or self.warmup_steps < 0:
+            raise ConfigError("pretrain.lr must be > 0, min_lr_fraction in [0, 1], warmup_steps >= 0")
+        if self.cpus_per_worker <= 0 or self.threads_per_worker < 0 or self.max_failures < 0:
+            raise ConfigError("pretrain.cpus_per_worker must be > 0, threads_per_worker and max_failures >= 0")
+        if not self.output or not self.name:
+            raise ConfigError("pretrain.output and pretrain.name must not be empty")
+
+    @property
+    def run_storage(self) -> str:
+        return self.storage_path or self.output.rstrip("/") + "/ray"
+
+
 @dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 # ----------------------------------------------------------------------------------------------

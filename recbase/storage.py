@@ -112,3 +112,24 @@ def completed(manifest_path: str, force: bool, stage: str, log) -> Any | None:
         return None
     log(f"[{stage}] {manifest_path.rsplit('/', 1)[0]} is complete (manifest.json present); set {stage}.force=true to redo")
     return read_json(manifest_path)
+
+
+def put_dir(local_dir: str, dest: str) -> None:
+    """Copy a local directory's files to ``dest`` (local or remote), replacing what was there.
+
+    Locally the copy is written beside ``dest`` and renamed into place, so ``dest`` is never half written.
+    """
+    import os
+    import shutil
+
+    if is_remote(dest):
+        fs, p = filesystem(dest)
+        if fs.exists(p):
+            fs.rm(p, recursive=True)
+        fs.put(local_dir.rstrip("/") + "/", p, recursive=True)
+        return
+    tmp = f"{dest.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(local_dir, tmp)
+    if os.path.exists(dest):
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)

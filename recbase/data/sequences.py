@@ -1,0 +1,104 @@
+"""User histories -> fixed-length training blocks of concept-ID tokens (numpy only).
+
+Per-user windows, not packing. A block is ``<bos>`` followed by one user's consecutive items and holds
+``m = (block_len - 1) // tokens_per_item`` items. Why not packing: a packed block lets attention run
+across users unless every batch carries a block-diagonal mask, and at evaluation the model always reads
+exactly one user's history before a candidate — per-user windows train that situation and nothing else.
+
+Windows are cut from the end of the history backwards (the latest items always end a block). The
+earliest window is aligned to the history's start and so overlaps its neighbour when the length is not
+a multiple of ``m``: its overlapping items serve as context only (their labels are masked), so every
+target is trained once and no block is padding-heavy; only users shorter than ``m`` items are padded.
+
+Validation holds out whole users (a stable hash of the user id), so its loss measures generalisation to
+people the model never saw.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from recbase.model.vocab import BOS, PAD, ItemIndex
+
+IGNORE = -100  # label of positions that are not predicted (padding, BOS, overlapped context)
+
+
+def items_per_block(block_len: int, tokens_per_item: int) -> int:
+    m = (block_len - 1) // tokens_per_item
+    if m < 2:
+        raise ValueError(f"block_len {block_len} holds fewer than 2 items of {tokens_per_item} tokens")
+    return m
+
+
+def windows(n_items: int, m: int) -> list[tuple[int, int, int]]:
+    """``(start, end, target_start)`` item windows, oldest first; items in [target_start, end) are targets.
+
+    Every item is a target exactly once. Windows are cut backwards from the end; when the oldest one
+    would be short it is widened to the history's first ``m`` items instead, and the window after it
+    keeps the overlapping items as context only (they were predicted, with more context, before).
+    """
+    starts = list(range(n_items - m, 0, -m))[::-1]  # full windows, oldest first, cut from the end
+    if not starts or starts[0] > 0:
+        starts.insert(0, 0)  # the oldest window: the history's first m items (fewer if that is all)
+    out = []
+    for i, s in enumerate(starts):
+        e = min(s + m, n_items)
+        out.append((s, e, s if i == 0 else max(s, out[-1][1])))
+    return out
+
+
+def user_blocks(item_tokens: np.ndarray, block_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """One user's item tokens [n, t] -> (input_ids [B, block_len], labels [B, block_len])."""
+    n, t = item_tokens.shape
+    m = items_per_block(block_len, t)
+    wins = windows(n, m)
+    ids = np.full((len(wins), block_len), PAD, dtype=np.int32)  # [B, T]
+    labels = np.full((len(wins), block_len), IGNORE, dtype=np.int32)  # [B, T]
+    for b, (start, end, target_start) in enumerate(wins):
+        toks = item_tokens[start:end].reshape(-1)  # [(end - start) * t]
+        ids[b, 0] = BOS
+        ids[b, 1:1 + len(toks)] = toks
+        first = 1 + (target_start - start) * t
+        labels[b, first:1 + len(toks)] = toks[first - 1:]
+    return ids, labels
+
+
+def is_validation(user_ids, fraction: float, seed: int = 0) -> np.ndarray:
+    """Stable per-user membership of the validation split (independent of order and of other users)."""
+    if fraction <= 0:
+        return np.zeros(len(user_ids), dtype=bool)
+    salt = str(seed).encode()
+    h = [int.from_bytes(hashlib.blake2b(salt + str(u).encode(), digest_size=8).digest(), "big") for u in user_ids]
+    return np.asarray(h, dtype=np.float64) / 2.0 ** 64 < fraction
+
+
+class HistoryBlocks:
+    """Ray Data / plain callable: a batch of ``HISTORIES`` rows -> ``input_ids, labels`` blocks."""
+
+    def __init__(self, index: ItemIndex, block_len: int) -> None:
+        self.index, self.block_len = index, block_len
+        items_per_block(block_len, index.vocab.tokens_per_item)
+
+    def __call__(self, batch: dict) -> dict:
+        ids, labels = [], []
+        for domains, items in zip(batch["domains"], batch["item_ids"]):
+            toks = self.index.encode(list(domains), list(items))  # [n, t]
+            i, l = user_blocks(toks, self.block_len)
+            ids.append(i)
+            labels.append(l)
+        t = self.block_len
+        return {"input_ids": np.concatenate(ids) if ids else np.zeros((0, t), np.int32),
+                "labels": np.concatenate(labels) if labels else np.zeros((0, t), np.int32)}
+
+
+def target_counts(labels: np.ndarray, vocab_size: int) -> np.ndarray:
+    """How often each token id is a training target in ``labels`` [B, T] (for the unigram baseline)."""
+    lab = labels[labels != IGNORE]
+    return np.bincount(lab.astype(np.int64), minlength=vocab_size)  # [V]
+
+
+def unigram_cross_entropy(train_counts: np.ndarray, val_counts: np.ndarray) -> float:
+    """Cross-entropy (nats/token) of the validation targets under add-one-smoothed training unigrams."""
+    p = (train_counts + 1.0) / (train_counts.sum() + len(train_counts))  # [V]
+    return float(-(val_counts * np.log(p)).sum() / max(1, val_counts.sum()))

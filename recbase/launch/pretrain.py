@@ -1,0 +1,186 @@
+"""Pretraining on Ray: Ray Data streams history Parquet -> token blocks into Ray Train workers, each
+running the rank-agnostic DeepSpeed loop (``recbase.train.loop``); the driver then writes the manifest."""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import ray
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from recbase import storage
+from recbase.config import Config, PretrainConfig, to_dict
+from recbase.data import sequences
+from recbase.launch import session
+from recbase.launch.embed import IO_CPUS
+from recbase.model import decoder
+from recbase.model.vocab import ItemIndex, Vocab
+from recbase.train import loop, report
+
+MANIFEST = "manifest.json"
+HISTORIES = "pretrain/histories.parquet"
+BLOCK_ROWS = 64  # history rows per block-building batch
+
+
+_INDEX_CACHE: dict[str, ItemIndex] = {}
+
+
+def _to_blocks(batch: dict, tokenizer_dir: str, block_len: int) -> dict:
+    """History rows -> token blocks. A task, not an actor: Ray Data's file listing asks for a whole CPU,
+    and an actor pool holding CPU beside the training workers leaves it unschedulable on a small node.
+    The concept-ID map is loaded once per worker process."""
+    if tokenizer_dir not in _INDEX_CACHE:
+        _INDEX_CACHE[tokenizer_dir] = ItemIndex.load(tokenizer_dir)
+    return sequences.HistoryBlocks(_INDEX_CACHE[tokenizer_dir], block_len)(batch)
+
+
+def _select_users(batch: pa.Table, validation: bool, fraction: float, seed: int) -> pa.Table:
+    val = sequences.is_validation(batch.column("user_id").to_pylist(), fraction, seed)
+    return batch.filter(pa.array(val if validation else ~val))
+
+
+def blocks(cfg: Config, validation: bool) -> "ray.data.Dataset":
+    p = cfg.pretrain
+    ds = ray.data.read_parquet(storage.join(cfg.data.output, HISTORIES), num_cpus=IO_CPUS)
+    ds = ds.map_batches(_select_users, fn_kwargs={"validation": validation, "fraction": p.val_fraction,
+                                                  "seed": p.seed}, batch_format="pyarrow", num_cpus=IO_CPUS)
+    return ds.map_batches(_to_blocks, fn_kwargs={"tokenizer_dir": cfg.tokenizer.output, "block_len": p.block_len},
+                          batch_size=BLOCK_ROWS, batch_format="numpy", num_cpus=0.25)
+
+
+def _counts(batch: dict, vocab_size: int) -> dict:
+    return {"counts": sequences.target_counts(batch["labels"], vocab_size)[None, :],
+            "blocks": np.array([len(batch["labels"])])}
+
+
+def count_targets(ds: "ray.data.Dataset", vocab_size: int) -> tuple[np.ndarray, int]:
+    """Training-target frequencies over a whole dataset (one streaming pass), and its number of blocks."""
+    counts, n = np.zeros(vocab_size, np.int64), 0
+    for batch in ds.map_batches(_counts, fn_kwargs={"vocab_size": vocab_size}, batch_size=1024,
+                                batch_format="numpy", num_cpus=IO_CPUS).iter_batches(batch_format="numpy"):
+        counts += batch["counts"].sum(0)
+        n += int(batch["blocks"].sum())
+    return counts, n
+
+
+class RayContext:
+    """``loop.TrainContext`` inside a Ray Train worker."""
+
+    def __init__(self, cfg: PretrainConfig) -> None:
+        ctx = ray.train.get_context()
+        self.cfg = cfg
+        self.world_rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self._train = ray.train.get_dataset_shard("train")
+        self._val = ray.train.get_dataset_shard("val")
+
+    def train_batches(self, epoch: int):
+        return self._train.iter_torch_batches(
+            batch_size=self.cfg.micro_batch_size, drop_last=True, dtypes=torch.int64,
+            local_shuffle_buffer_size=8 * self.cfg.micro_batch_size, local_shuffle_seed=self.cfg.seed + epoch)
+
+    def val_batches(self):
+        return self._val.iter_torch_batches(batch_size=self.cfg.micro_batch_size, dtypes=torch.int64)
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self):
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            yield None
+            return
+        with ckpt.as_directory() as d:
+            yield d
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+
+
+def _worker(config: dict) -> None:
+    cfg: PretrainConfig = config["cfg"]
+    loop.train(cfg, config["vocab_size"], RayContext(cfg), export_to=config["output"])
+
+
+def _storage_path(path: str) -> str:
+    return path if storage.is_remote(path) else os.path.abspath(path)
+
+
+def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
+    p, out = cfg.pretrain, cfg.pretrain.output
+    manifest_path = storage.join(out, MANIFEST)
+    done = None if p.force else (storage.read_json(manifest_path) if storage.exists(manifest_path) else None)
+    if done is not None and done.get("steps") == p.max_steps:
+        log(f"[pretrain] {out} is complete (manifest.json, {p.max_steps} steps); set pretrain.force=true to redo")
+        return done
+    tok_manifest_path = storage.join(cfg.tokenizer.output, "manifest.json")
+    if not storage.exists(tok_manifest_path):
+        raise FileNotFoundError(f"{tok_manifest_path}: no tokenizer; run jobs/train_tokenizer.py first")
+    tok_manifest = storage.read_json(tok_manifest_path)
+    vocab = Vocab.from_manifest(tok_manifest)
+    t0 = time.perf_counter()
+    session.init()
+    run_dir = storage.join(p.run_storage, p.name)
+    if not p.resume:
+        storage.remove(run_dir)
+
+    train_ds, val_ds = blocks(cfg, validation=False), blocks(cfg, validation=True)
+    train_counts, n_train = count_targets(train_ds, vocab.size)
+    val_counts, n_val = count_targets(val_ds, vocab.size)
+    unigram = sequences.unigram_cross_entropy(train_counts, val_counts)
+    log(f"[pretrain] {n_train:,} training blocks ({int(train_counts.sum()):,} targets), {n_val:,} validation "
+        f"blocks; vocabulary {vocab.size:,}; unigram baseline {unigram:.4f} nats/token")
+    steps_per_epoch = n_train // (p.micro_batch_size * p.grad_accum * p.num_workers)
+
+    use_gpu = p.use_gpu == "yes" or (p.use_gpu == "auto" and session.cluster_gpus() > 0)
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"cfg": p, "vocab_size": vocab.size, "output": out},
+        scaling_config=ScalingConfig(num_workers=p.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": p.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
+        run_config=RunConfig(name=p.name, storage_path=_storage_path(p.run_storage),
+                             failure_config=FailureConfig(max_failures=p.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=p.keep_checkpoints)),
+        datasets={"train": train_ds, "val": val_ds},
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    seconds = time.perf_counter() - t0
+
+    history = storage.read_json(storage.join(out, loop.HISTORY))
+    model = decoder.build(p.model, vocab.size, device="meta")
+    params = decoder.count_parameters(model)
+    final = history[-1]
+    model_dir = storage.join(out, loop.HF_DIR)
+    with storage.open_binary(storage.join(cfg.tokenizer.output, "concept_ids.parquet")) as f:
+        storage.write_bytes(f.read(), storage.join(model_dir, "concept_ids.parquet"))
+    storage.write_json({"vocab": vocab.to_dict(), "tokenizer": tok_manifest, "block_len": p.block_len,
+                        "corpus": cfg.data.output}, storage.join(model_dir, "recbase.json"))
+    report.plot_history(history, unigram, storage.join(out, "loss.png"), f"{p.model} on {cfg.data.output}")
+    manifest = {
+        "model": p.model,
+        "steps": final["step"] if final.get("step") else p.max_steps,
+        "vocab": vocab.to_dict(),
+        "parameters": params,
+        "blocks": {"train": n_train, "validation": n_val, "steps_per_epoch": steps_per_epoch,
+                   "train_targets": int(train_counts.sum()), "validation_targets": int(val_counts.sum())},
+        "val_loss": final.get("val_loss"),
+        "train_loss": final.get("loss"),
+        "baselines": {"unigram_val_loss": unigram, "uniform_val_loss": math.log(vocab.size)},
+        "tokens_per_s": final.get("tokens_per_s"),
+        "files": {"model": loop.HF_DIR, "history": loop.HISTORY, "loss_png": "loss.png"},
+        "checkpoints": run_dir,
+        "tokenizer": cfg.tokenizer.output,
+        "config": to_dict(p),
+        "seconds": round(seconds, 1),
+    }
+    storage.write_json(manifest, manifest_path)
+    log(report.describe(manifest))
+    return manifest

@@ -1,0 +1,182 @@
+"""Token ids for concept-ID sequences: special tokens, then one id range per level.
+
+Layout (K = codebook size, L = levels, D = dedup size)::
+
+    0 <pad>   1 <bos>   2 <eos>
+    3 + l*K + c          level l (0-based), code c          l < L
+    3 + L*K + d          the dedup suffix d (only when D > 1: some items share all L codes)
+
+Every item is written as exactly ``tokens_per_item`` ids, one from each range in level order, so an
+item starts exactly where a level-1 id appears: boundaries are unambiguous without separators, and
+any id sequence can be checked (``split_items``) for being a well-formed list of items.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+PAD, BOS, EOS = 0, 1, 2
+SPECIALS = ("<pad>", "<bos>", "<eos>")
+
+
+@dataclass(frozen=True)
+class Vocab:
+    levels: int
+    codebook_size: int
+    dedup_size: int = 1
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "Vocab":
+        """The vocabulary of a tokenizer stage's manifest (levels, codebook size, dedup size)."""
+        return cls(int(manifest["levels"]), int(manifest["codebook_size"]), int(manifest.get("dedup_size", 1)))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "size": self.size, "tokens_per_item": self.tokens_per_item,
+                "specials": dict(zip(SPECIALS, (PAD, BOS, EOS)))}
+
+    @property
+    def has_dedup(self) -> bool:
+        return self.dedup_size > 1
+
+    @property
+    def tokens_per_item(self) -> int:
+        return self.levels + int(self.has_dedup)
+
+    @property
+    def size(self) -> int:
+        return len(SPECIALS) + self.levels * self.codebook_size + (self.dedup_size if self.has_dedup else 0)
+
+    def level_offsets(self) -> np.ndarray:
+        """First id of each of the ``tokens_per_item`` ranges."""  # [tokens_per_item]
+        offs = [len(SPECIALS) + l * self.codebook_size for l in range(self.tokens_per_item)]
+        return np.asarray(offs, dtype=np.int64)
+
+    def range_sizes(self) -> np.ndarray:
+        sizes = [self.codebook_size] * self.levels + ([self.dedup_size] if self.has_dedup else [])
+        return np.asarray(sizes, dtype=np.int64)
+
+    def item_tokens(self, codes: np.ndarray, dedup: np.ndarray | None = None) -> np.ndarray:
+        """Concept IDs [N, L] (+ dedup [N]) -> token ids [N, tokens_per_item]."""
+        codes = np.asarray(codes, dtype=np.int64)  # [N, L]
+        if codes.ndim != 2 or codes.shape[1] != self.levels:
+            raise ValueError(f"expected codes of shape [N, {self.levels}], got {codes.shape}")
+        parts = [codes]
+        if self.has_dedup:
+            if dedup is None:
+                raise ValueError("this vocabulary has a dedup level; pass the dedup column")
+            parts.append(np.asarray(dedup, dtype=np.int64)[:, None])  # [N, 1]
+        full = np.concatenate(parts, 1)  # [N, tokens_per_item]
+        if (full < 0).any() or (full >= self.range_sizes()[None, :]).any():
+            raise ValueError(f"codes out of range for levels x codebook {self.levels}x{self.codebook_size} "
+                             f"(dedup {self.dedup_size})")
+        return full + self.level_offsets()[None, :]  # [N, tokens_per_item]
+
+    def level_of(self, ids: np.ndarray) -> np.ndarray:
+        """The level (0-based range index) of each id; -1 for special tokens."""
+        ids = np.asarray(ids, dtype=np.int64)
+        lvl = np.full(ids.shape, -1, dtype=np.int64)
+        for l, (off, n) in enumerate(zip(self.level_offsets(), self.range_sizes())):
+            lvl[(ids >= off) & (ids < off + n)] = l
+        return lvl
+
+    def split_items(self, ids: np.ndarray) -> np.ndarray:
+        """A flat run of item tokens -> [n_items, tokens_per_item]; raises if it is not well formed."""
+        ids = np.asarray(ids, dtype=np.int64)
+        t = self.tokens_per_item
+        if len(ids) % t:
+            raise ValueError(f"{len(ids)} tokens is not a whole number of items ({t} tokens each)")
+        items = ids.reshape(-1, t)  # [n_items, t]
+        if not (self.level_of(items) == np.arange(t)[None, :]).all():
+            raise ValueError("token sequence is not a list of items (a level is out of order or special)")
+        return items
+
+    def codes_of(self, item_tokens: np.ndarray) -> np.ndarray:
+        """Token ids [N, tokens_per_item] -> concept IDs (+ dedup) [N, tokens_per_item]."""
+        return np.asarray(item_tokens, dtype=np.int64) - self.level_offsets()[None, :]
+
+
+class ItemIndex:
+    """Items <-> token ids: ``(domain, item_id)`` -> its ``tokens_per_item`` ids, and back.
+
+    Built from the tokenizer's concept-ID map (``concept_ids.parquet``: domain, item_id, codes, dedup).
+    """
+
+    def __init__(self, vocab: Vocab, domains, item_ids, codes: np.ndarray, dedup: np.ndarray | None) -> None:
+        import pandas as pd
+
+        self.vocab = vocab
+        self.domains = np.asarray(domains, dtype=object)
+        self.item_ids = np.asarray(item_ids, dtype=object)
+        self.tokens = vocab.item_tokens(codes, dedup if vocab.has_dedup else None)  # [N, tokens_per_item]
+        self._keys = pd.Index(_keys(self.domains, self.item_ids))
+        if not self._keys.is_unique:
+            raise ValueError("the concept-ID map lists an item twice")
+        self._by_tokens_cache: dict | None = None
+
+    @classmethod
+    def from_table(cls, vocab: Vocab, table) -> "ItemIndex":
+        """From a ``concept_ids`` Arrow table."""
+        codes = np.asarray(table.column("codes").to_pylist(), dtype=np.int64).reshape(len(table), vocab.levels)
+        dedup = table.column("dedup").to_numpy() if "dedup" in table.column_names else None
+        return cls(vocab, table.column("domain").to_pylist(), table.column("item_id").to_pylist(), codes, dedup)
+
+    @classmethod
+    def load(cls, tokenizer_dir: str) -> "ItemIndex":
+        """From a tokenizer stage's output, or an exported model directory (both hold the manifest and map)."""
+        from recbase import storage
+
+        path = storage.join(tokenizer_dir, "manifest.json")
+        if storage.exists(path):
+            manifest = storage.read_json(path)
+        else:  # an exported model: recbase.json carries the tokenizer's manifest
+            manifest = storage.read_json(storage.join(tokenizer_dir, "recbase.json"))["tokenizer"]
+        table = storage.read_parquet(storage.join(tokenizer_dir, "concept_ids.parquet"))
+        return cls.from_table(Vocab.from_manifest(manifest), table)
+
+    @property
+    def _by_tokens(self) -> dict:
+        if self._by_tokens_cache is None:
+            self._by_tokens_cache = {tuple(row): i for i, row in enumerate(self.tokens.tolist())}
+            if len(self._by_tokens_cache) != len(self.tokens):
+                raise ValueError("two items share all their tokens; the tokenizer's dedup level should prevent this")
+        return self._by_tokens_cache
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def rows(self, domains, item_ids) -> np.ndarray:
+        """Row of each item in this index; -1 where the item is unknown."""
+        return self._keys.get_indexer(_keys(domains, item_ids))
+
+    def encode(self, domains, item_ids) -> np.ndarray:
+        """Items -> token ids [N, tokens_per_item]; raises naming the unknown items."""
+        rows = self.rows(domains, item_ids)
+        missing = np.flatnonzero(rows < 0)
+        if len(missing):
+            ex = [(np.asarray(domains)[i], np.asarray(item_ids)[i]) for i in missing[:5]]
+            raise KeyError(f"{len(missing)} item(s) have no concept IDs (e.g. {ex}); "
+                           "was the tokenizer run on this corpus?")
+        return self.tokens[rows]
+
+    def decode(self, ids) -> list[tuple[str, str] | None]:
+        """A flat run of item tokens -> the items, ``None`` where a tuple is no known item."""
+        out = []
+        for row in self.vocab.split_items(ids).tolist():
+            i = self._by_tokens.get(tuple(row))
+            out.append(None if i is None else (self.domains[i], self.item_ids[i]))
+        return out
+
+    def trie(self, restrict: np.ndarray | None = None) -> dict:
+        """Nested dict of valid token prefixes (all items, or only the rows in ``restrict``)."""
+        root: dict = {}
+        rows = self.tokens if restrict is None else self.tokens[restrict]
+        for row in rows.tolist():
+            node = root
+            for t in row:
+                node = node.setdefault(t, {})
+        return root
+
+
+def _keys(domains, item_ids) -> list[str]:
+    return [f"{d}\x1f{i}" for d, i in zip(domains, item_ids)]

@@ -1,0 +1,218 @@
+"""Rank-agnostic pretraining: DeepSpeed engine, train/eval steps, checkpoints, export.
+
+Nothing here knows about Ray. The launch layer passes a ``TrainContext`` (world rank and size, device,
+data iterators, the latest checkpoint, report) — the seam that lets the same loop run under Ray Train,
+in a plain process (benchmarks) or under any other launcher.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import time
+from typing import Callable, Iterable, Iterator, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from recbase import storage
+from recbase.config import PretrainConfig
+from recbase.data.sequences import IGNORE
+from recbase.model import decoder
+from recbase.model.vocab import PAD
+
+CKPT_TAG = "state"  # DeepSpeed's tag (sub-directory) inside each reported checkpoint
+HF_DIR, HISTORY = "model", "history.json"
+
+
+class TrainContext(Protocol):
+    world_rank: int
+    world_size: int
+    device: torch.device
+
+    def train_batches(self, epoch: int) -> Iterable[dict[str, torch.Tensor]]: ...
+    def val_batches(self) -> Iterable[dict[str, torch.Tensor]]: ...
+    def latest_checkpoint(self) -> contextlib.AbstractContextManager[str | None]: ...
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None: ...
+
+
+def lr_factor(step: int, cfg: PretrainConfig) -> float:
+    """Linear warmup to 1, then cosine to ``min_lr_fraction`` at ``max_steps``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision == "bf16":
+        return True
+    if precision == "fp32":
+        return False
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def deepspeed_config(cfg: PretrainConfig, world_size: int, bf16: bool) -> dict:
+    return {
+        "train_batch_size": cfg.micro_batch_size * cfg.grad_accum * world_size,
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "gradient_clipping": cfg.grad_clip,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": bf16},
+        # a torch AdamW instead of DeepSpeed's own CPU Adam (a second C++ build on CPU machines)
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases, norms and embeddings."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def batch_inputs(batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ids = batch["input_ids"].to(device=device, dtype=torch.long)  # [B, T]
+    labels = batch["labels"].to(device=device, dtype=torch.long)  # [B, T]
+    return ids, (ids != PAD).long(), labels  # attention mask [B, T]
+
+
+@torch.no_grad()
+def evaluate(engine, batches: Iterable[dict[str, torch.Tensor]], device: torch.device) -> float:
+    """Mean cross-entropy (nats) over every validation target, summed across ranks."""
+    engine.eval()
+    total, count = 0.0, 0
+    for batch in batches:
+        ids, mask, labels = batch_inputs(batch, device)
+        logits = engine(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
+        logits, targets = logits[:, :-1], labels[:, 1:]  # predict token t+1 from t
+        total += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                                       ignore_index=IGNORE, reduction="sum"))
+        count += int((targets != IGNORE).sum())
+    engine.train()
+    total, count = all_reduce_sum([total, float(count)], device)
+    return total / max(1.0, count)
+
+
+def skip(it: Iterable, n: int) -> Iterator:
+    it = iter(it)
+    for _ in range(n):
+        next(it, None)
+    return it
+
+
+def train(cfg: PretrainConfig, vocab_size: int, ctx: TrainContext, export_to: str | None = None,
+          log: Callable[[str], None] = print) -> dict:
+    """Train until ``cfg.max_steps`` optimizer steps (resuming from the context's latest checkpoint),
+    then, if ``export_to`` is given, write the Hugging Face model and the metric history there."""
+    import deepspeed
+
+    torch.manual_seed(cfg.seed)
+    if cfg.threads_per_worker > 0:
+        torch.set_num_threads(cfg.threads_per_worker)
+    rank0 = ctx.world_rank == 0
+    model = decoder.build(cfg.model, vocab_size)
+    bf16 = use_bf16(cfg.precision, ctx.device)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer(model, cfg),
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg)),
+        config=deepspeed_config(cfg, ctx.world_size, bf16))
+    state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "tokens": 0, "history": []}
+    with ctx.latest_checkpoint() as ckpt:
+        if ckpt is not None:
+            _, client = engine.load_checkpoint(ckpt, tag=CKPT_TAG)
+            state.update({k: client[k] for k in state})
+            if rank0:
+                log(f"[pretrain] resumed from step {state['step']} (epoch {state['epoch']})")
+    flops_per_token = decoder.train_flops_per_token(model.config, cfg.block_len)
+
+    window_loss, window_micro, window_tokens, t_window = 0.0, 0, 0, time.perf_counter()
+    last: dict = {}
+    engine.train()
+    while state["step"] < cfg.max_steps:
+        batches = skip(ctx.train_batches(state["epoch"]), state["micro_in_epoch"])
+        seen = 0
+        for batch in batches:
+            seen += 1
+            ids, mask, labels = batch_inputs(batch, ctx.device)
+            loss = engine(input_ids=ids, attention_mask=mask, labels=labels).loss
+            engine.backward(loss)
+            boundary = engine.is_gradient_accumulation_boundary()
+            engine.step()
+            state["micro_in_epoch"] += 1
+            window_loss, window_micro, window_tokens = window_loss + float(loss), window_micro + 1, window_tokens + ids.numel()
+            if not boundary:
+                continue
+            state["step"] += 1
+            step = state["step"]
+            done = step >= cfg.max_steps
+            if step % cfg.log_every and step % cfg.eval_every and step % cfg.checkpoint_every and not done:
+                continue
+            loss_sum, micro, tokens = all_reduce_sum([window_loss, window_micro, window_tokens], ctx.device)
+            seconds = time.perf_counter() - t_window
+            state["tokens"] += int(tokens)
+            last = {"step": step, "epoch": state["epoch"], "loss": loss_sum / max(1, micro),
+                    "lr": engine.get_lr()[0], "tokens": state["tokens"], "tokens_per_s": tokens / seconds,
+                    "flops_per_s": tokens * flops_per_token / seconds}
+            if step % cfg.eval_every == 0 or done:
+                last["val_loss"] = evaluate(engine, ctx.val_batches(), ctx.device)
+            state["history"].append(last)
+            if rank0:
+                log(f"[pretrain] step {step}/{cfg.max_steps} loss {last['loss']:.4f}"
+                    + (f" val {last['val_loss']:.4f}" if "val_loss" in last else "")
+                    + f" lr {last['lr']:.2e} {last['tokens_per_s']:,.0f} tok/s")
+            if step % cfg.checkpoint_every == 0 or done:
+                with tempfile.TemporaryDirectory() as d:
+                    engine.save_checkpoint(d, tag=CKPT_TAG, client_state=dict(state))
+                    ctx.report(last, d)
+            else:
+                ctx.report(last, None)
+            window_loss, window_micro, window_tokens, t_window = 0.0, 0, 0, time.perf_counter()
+            if done:
+                break
+        else:  # the epoch ran out
+            if seen == 0 and state["micro_in_epoch"] == 0:
+                raise RuntimeError(f"rank {ctx.world_rank} got no training blocks: fewer blocks than "
+                                   "workers x micro_batch_size; lower pretrain.micro_batch_size or num_workers")
+            state["epoch"] += 1
+            state["micro_in_epoch"] = 0
+            continue
+        break
+    if not last:  # resumed a finished run: nothing trained, report where it stands
+        last = dict(state["history"][-1]) if state["history"] else {"step": state["step"]}
+        ctx.report(last, None)
+    if export_to is not None:
+        export(engine, export_to, state["history"], rank0)
+    return last
+
+
+def export(engine, dest: str, history: list[dict], rank0: bool) -> None:
+    """The trained weights as a Hugging Face directory (safetensors) at ``dest/model``; all ranks call
+    this (ZeRO-3 gathers the sharded parameters), rank 0 writes."""
+    import deepspeed
+
+    module = engine.module
+    params = list(module.parameters())
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        if rank0:
+            with tempfile.TemporaryDirectory() as d:
+                local = os.path.join(d, HF_DIR)
+                module.save_pretrained(local, safe_serialization=True)
+                module.generation_config.save_pretrained(local)
+                storage.put_dir(local, storage.join(dest, HF_DIR))
+    if rank0:
+        storage.write_json(history, storage.join(dest, HISTORY))

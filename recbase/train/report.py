@@ -1,0 +1,49 @@
+"""What a pretraining run reports: the loss curve (PNG) and a text summary of the manifest."""
+from __future__ import annotations
+
+import io
+
+from recbase import storage
+
+
+def plot_history(history: list[dict], unigram: float | None, path_png: str, title: str = "") -> bytes:
+    """Training and validation loss per step, with the unigram baseline; returns the PNG bytes (also written)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], color="#3b6ea8", lw=1.2, label="train")
+    val = [h for h in history if h.get("val_loss") is not None]
+    if val:
+        ax.plot([h["step"] for h in val], [h["val_loss"] for h in val], "o-", color="#dd8452", lw=1.2,
+                ms=3, label="validation")
+    if unigram is not None:
+        ax.axhline(unigram, color="#c44e52", ls="--", lw=1, label=f"unigram baseline ({unigram:.2f})")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    storage.write_bytes(buf.getvalue(), path_png)
+    return buf.getvalue()
+
+
+def describe(m: dict) -> str:
+    b, base = m["blocks"], m["baselines"]
+    val = m.get("val_loss")
+    lines = [
+        f"pretrain {m['model']}: {m['parameters']['total']:,} parameters, vocabulary {m['vocab']['size']:,}, "
+        f"{m['steps']} steps in {m['seconds']} s",
+        f"blocks: {b['train']:,} train / {b['validation']:,} validation ({b['steps_per_epoch']:,} steps per epoch)",
+        f"validation loss {val:.4f} nats/token" if val is not None else "validation loss: not measured",
+        f"  unigram baseline {base['unigram_val_loss']:.4f}, uniform {base['uniform_val_loss']:.4f}",
+        f"throughput {m['tokens_per_s']:,.0f} tokens/s (last window)" if m.get("tokens_per_s") else "",
+        f"model: {storage.join(m['config']['output'], m['files']['model'])}",
+    ]
+    return "\n".join(l for l in lines if l)

@@ -1,0 +1,86 @@
+"""Vocabulary layout, item <-> token round trips, and per-user training blocks."""
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from recbase.data import sequences
+from recbase.data.sequences import IGNORE, user_blocks, windows
+from recbase.model.vocab import BOS, PAD, ItemIndex, Vocab
+
+
+def test_vocab_layout_and_item_boundaries():
+    v = Vocab(levels=3, codebook_size=4, dedup_size=2)
+    assert v.size == 3 + 3 * 4 + 2 and v.tokens_per_item == 4
+    codes = np.array([[0, 1, 2], [3, 3, 3]])
+    toks = v.item_tokens(codes, np.array([0, 1]))
+    assert toks.tolist() == [[3, 8, 13, 15], [6, 10, 14, 16]]
+    assert (v.codes_of(toks)[:, :3] == codes).all()
+    assert v.split_items(toks.reshape(-1)).tolist() == toks.tolist()
+    with pytest.raises(ValueError, match="not a list of items"):
+        v.split_items(toks.reshape(-1)[1:5])  # starts mid-item
+    with pytest.raises(ValueError, match="out of range"):
+        v.item_tokens(np.array([[4, 0, 0]]), np.array([0]))
+    # no dedup level when every item's codes are distinct
+    assert Vocab(levels=2, codebook_size=8).tokens_per_item == 2
+
+
+def _index():
+    v = Vocab(levels=2, codebook_size=3, dedup_size=2)
+    table = pa.table({"domain": ["a", "a", "b"], "item_id": ["1", "2", "1"],
+                      "codes": [[0, 1], [0, 1], [2, 2]], "dedup": [0, 1, 0]})
+    return ItemIndex.from_table(v, table)
+
+
+def test_item_index_round_trip_and_unknown_items():
+    idx = _index()
+    toks = idx.encode(["b", "a"], ["1", "2"])
+    assert idx.decode(toks.reshape(-1)) == [("b", "1"), ("a", "2")]
+    # a well-formed tuple that is no real item decodes to None
+    assert idx.decode(idx.vocab.item_tokens(np.array([[1, 1]]), np.array([0])).reshape(-1)) == [None]
+    with pytest.raises(KeyError, match="1 item"):
+        idx.encode(["a", "c"], ["1", "9"])
+    assert set(idx.trie()) == {3, 5}
+
+
+@pytest.mark.parametrize("n", [1, 7, 10, 11, 20, 23, 57])
+def test_windows_cover_every_item_once_as_target(n):
+    m = 10
+    wins = windows(n, m)
+    targets = [i for s, e, t in wins for i in range(t, e)]
+    assert targets == list(range(n))
+    assert all(e - s == min(m, n) for s, e, _ in wins)  # no short window unless the user is short
+    assert wins[-1][1] == n  # the latest item ends the last block
+
+
+def test_user_blocks_labels_and_padding():
+    t, block_len = 2, 9  # 4 items per block
+    items = np.arange(6 * t).reshape(6, t) + 3  # 6 items
+    ids, labels = user_blocks(items, block_len)
+    assert ids.shape == (2, 9) and (ids[:, 0] == BOS).all()
+    assert ids[0, 1:].tolist() == items[:4].reshape(-1).tolist()
+    assert ids[1, 1:].tolist() == items[2:6].reshape(-1).tolist()
+    # second block: items 2, 3 are context only (targets of the first block)
+    assert (labels[1, :5] == IGNORE).all() and labels[1, 5:].tolist() == items[4:].reshape(-1).tolist()
+    assert (labels[:, 0] == IGNORE).all()
+    short_ids, short_labels = user_blocks(items[:2], block_len)
+    assert (short_ids[0, 5:] == PAD).all() and (short_labels[0, 5:] == IGNORE).all()
+
+
+def test_history_blocks_and_unigram_baseline():
+    idx = _index()
+    fn = sequences.HistoryBlocks(idx, block_len=7)  # 3 items per block
+    out = fn({"domains": [["a", "b", "a", "b"], ["b", "a"]], "item_ids": [["1", "1", "2", "1"], ["1", "2"]]})
+    assert out["input_ids"].shape == (3, 7)
+    counts = sequences.target_counts(out["labels"], idx.vocab.size)
+    assert counts.sum() == (4 + 2) * idx.vocab.tokens_per_item  # every item's tokens once
+    uniform = np.ones(idx.vocab.size)
+    assert sequences.unigram_cross_entropy(np.zeros(idx.vocab.size), counts) == pytest.approx(np.log(idx.vocab.size))
+    assert sequences.unigram_cross_entropy(counts * 100, counts) < sequences.unigram_cross_entropy(uniform, counts)
+
+
+def test_validation_users_are_stable():
+    users = [str(u) for u in range(5000)]
+    val = sequences.is_validation(users, 0.1, seed=0)
+    assert 0.08 < val.mean() < 0.12
+    assert (sequences.is_validation(users[::-1], 0.1, seed=0)[::-1] == val).all()
+    assert not (sequences.is_validation(users, 0.1, seed=1) == val).all()
