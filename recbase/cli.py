@@ -1,4 +1,4 @@
-"""The ``recbase`` command: ``recbase {prepare,embed,tokenize,pipeline} --config FILE [key.sub=value ...]``."""
+"""The ``recbase`` command: ``recbase {prepare,embed,tokenize,pretrain,pipeline} --config FILE [key.sub=value ...]``."""
 from __future__ import annotations
 
 import argparse
@@ -46,19 +46,29 @@ def tokenize_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def pipeline_main(argv: list[str] | None = None) -> int:
-    from recbase.data.corpus import prepare, summary
-    from recbase.launch import embed, tokenize
-    from recbase.tokenizer.metrics import describe
+def pretrain_main(argv: list[str] | None = None) -> int:
+    from recbase.launch import pretrain
 
-    _, cfg = parse(argv, "The main job: corpus -> embed -> tokenise.")
-    print(summary(prepare(cfg.data)))
-    embed.run(cfg)
-    print(describe(tokenize.run(cfg)))
+    _, cfg = parse(argv, "Pretrain the decoder on concept-ID sequences (Ray Train + DeepSpeed).")
+    pretrain.run(cfg)
     return 0
 
 
-COMMANDS = {"prepare": prepare_main, "embed": embed_main, "tokenize": tokenize_main, "pipeline": pipeline_main}
+def pipeline_main(argv: list[str] | None = None) -> int:
+    from recbase.data.corpus import prepare, summary
+    from recbase.launch import embed, pretrain, tokenize
+    from recbase.tokenizer.metrics import describe
+
+    _, cfg = parse(argv, "The main job: corpus -> embed -> tokenise -> pretrain.")
+    print(summary(prepare(cfg.data)))
+    embed.run(cfg)
+    print(describe(tokenize.run(cfg)))
+    pretrain.run(cfg)
+    return 0
+
+
+COMMANDS = {"prepare": prepare_main, "embed": embed_main, "tokenize": tokenize_main, "pretrain": pretrain_main,
+            "pipeline": pipeline_main}
 
 
 def main(argv: list[str] | None = None) -> int:

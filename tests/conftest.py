@@ -93,3 +93,21 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def default_tokenized(tmp_path_factory, default_corpus, ray_session):
+    """The default corpus embedded (MiniLM, Ray Data) and tokenised (CL-VAE, short schedule), once.
+
+    Returns the overrides that point a config at these outputs.
+    """
+    from recbase.launch import embed, tokenize
+
+    corpus, _ = default_corpus
+    tmp = tmp_path_factory.mktemp("default-run")
+    overrides = [f"data.output={corpus}", f"embed.output={tmp / 'emb'}", f"tokenizer.output={tmp / 'tok'}",
+                 "tokenizer.epochs_per_level=4", "tokenizer.reinit_settle_epochs=1"]
+    cfg = config.load(REPO / "jobs/configs/default.yaml", overrides)
+    embed.run(cfg, log=lambda s: None)
+    tokenize.run(cfg, log=lambda s: None)
+    return overrides

@@ -1,4 +1,5 @@
 """The jobs run as users run them: ``ray job submit`` to a Ray head started with ``ray start``."""
+import json
 import os
 import socket
 import subprocess
@@ -45,19 +46,45 @@ def submit(address, env, *job_args, timeout=600):
     return res, time.time() - t0
 
 
-def test_pipeline_job_submitted_to_a_local_head(ray_head, tmp_path):
+def test_pipeline_then_pretrain_jobs_submitted_to_a_local_head(ray_head, tmp_path):
+    """The main job (corpus -> embed -> tokenise -> pretrain, ZeRO-3) and then `jobs/pretrain.py` with more
+    steps, which continues the finished run from its last checkpoint; the export loads and generates."""
     address, env = ray_head
     out = tmp_path / "run"
-    res, seconds = submit(
-        address, env, "jobs/pipeline.py", "--config", "jobs/configs/default.yaml",
+    common = [
+        "--config", "jobs/configs/default.yaml",
         f"data.sources.0.path={FIXTURES / 'grouplens-ml-1m'}", f"data.output={out}/corpus",
         "data.min_history=3", "data.split.unseen_domains=[Action]",
         f"embed.output={out}/embeddings", "embed.concurrency=1",
         f"tokenizer.output={out}/tokenizer", "tokenizer.kind=rqkmeans", "tokenizer.levels=2",
         "tokenizer.codebook_size=2", "tokenizer.enforce_quality_gate=false", "tokenizer.num_cpus=1",
-    )
+        f"pretrain.output={out}/pretrain", "pretrain.zero_stage=3", "pretrain.block_len=32",
+        "pretrain.micro_batch_size=2", "pretrain.val_fraction=0.3", "pretrain.warmup_steps=2",
+        "pretrain.log_every=3", "pretrain.eval_every=3", "pretrain.checkpoint_every=3",
+    ]
+    res, seconds = submit(address, env, "jobs/pipeline.py", *common, "pretrain.max_steps=6")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "succeeded" in res.stdout
-    for stage in ("corpus", "embeddings", "tokenizer"):
+    for stage in ("corpus", "embeddings", "tokenizer", "pretrain"):
         assert (out / stage / "manifest.json").exists(), stage
     assert (out / "tokenizer/concept_ids.parquet").exists()
+    first = json.loads((out / "pretrain/manifest.json").read_text())
+    assert first["steps"] == 6 and first["config"]["zero_stage"] == 3
+
+    res, seconds = submit(address, env, "jobs/pretrain.py", *common, "pretrain.max_steps=9")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "resumed from step 6" in res.stdout
+    history = json.loads((out / "pretrain/history.json").read_text())
+    assert [h["step"] for h in history] == [3, 6, 9] and [h["attempt"] for h in history] == [0, 0, 1]
+    assert json.loads((out / "pretrain/manifest.json").read_text())["steps"] == 9
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from recbase.model.vocab import BOS, ItemIndex
+
+    model = AutoModelForCausalLM.from_pretrained(out / "pretrain/model")
+    index = ItemIndex.load(str(out / "pretrain/model"))
+    prompt = torch.tensor([[BOS, *index.tokens[0].tolist()]])  # [1, 1 + t]
+    gen = model.generate(prompt, max_new_tokens=index.vocab.tokens_per_item, do_sample=False)
+    assert gen.shape[1] == prompt.shape[1] + index.vocab.tokens_per_item

@@ -1,4 +1,5 @@
 """Embedding (Ray Data actor pool) and tokenisation (Ray task + Ray Data assignment), for real."""
+import os
 import shutil
 
 import numpy as np
@@ -52,32 +53,32 @@ def test_embedding_resumes_after_an_interruption(tmp_path, ray_session):
     assert "is complete" in messages[0]
 
 
-def test_ml1m_embed_then_tokenize_hands_off_by_manifest(tmp_path, default_corpus, ray_session):
-    corpus, _ = default_corpus
-    cfg = config.load(REPO / "jobs/configs/default.yaml", [
-        f"data.output={corpus}", f"embed.output={tmp_path / 'emb'}", f"tokenizer.output={tmp_path / 'tok'}",
-        "tokenizer.epochs_per_level=4", "tokenizer.reinit_settle_epochs=1"])
-    em = embed.run(cfg, log=lambda s: None)
+def test_ml1m_embed_then_tokenize_hands_off_by_manifest(tmp_path, default_tokenized):
+    cfg = config.load(REPO / "jobs/configs/default.yaml", default_tokenized)
+    emb, tok_dir = cfg.embed.output, cfg.tokenizer.output
+    em = storage.read_json(f"{emb}/manifest.json")
     assert em["items"] == 3_706 and em["dim"] == 384
-    m = tokenize.run(cfg, log=lambda s: None)
+    m = storage.read_json(f"{tok_dir}/manifest.json")
     assert m["levels"] == 3 and m["codebook_size"] == 256 and m["items"] == 3_706
-    assert m["embedding"] == {"output": str(tmp_path / "emb"), "model": "builtin:all-MiniLM-L6-v2", "dim": 384, "prefix": ""}
-    ids = storage.read_parquet(str(tmp_path / "tok/concept_ids.parquet")).to_pandas()
+    assert m["embedding"] == {"output": emb, "model": "builtin:all-MiniLM-L6-v2", "dim": 384, "prefix": ""}
+    # a finished stage is skipped, not redone
+    messages = []
+    assert tokenize.run(cfg, log=messages.append) == m and "is complete" in messages[0]
+    ids = storage.read_parquet(f"{tok_dir}/concept_ids.parquet").to_pandas()
     full = {tuple(c) + (d,) for c, d in zip(ids["codes"], ids["dedup"])}
     assert len(full) == 3_706  # unique after dedup
     assert m["metrics"]["collision_rate_after_dedup"] == 0
     assert m["dedup_size"] == ids["dedup"].max() + 1
-    assert (tmp_path / "tok/usage.png").stat().st_size > 10_000
+    assert os.path.getsize(f"{tok_dir}/usage.png") > 10_000
     # the frozen tokenizer assigns new items zero-shot, through the same interface
     from recbase.tokenizer.tokenizer import Tokenizer
 
-    tok = Tokenizer.load(str(tmp_path / "tok"))
-    _, _, x = tokenize.load_embeddings(str(tmp_path / "emb"))
+    tok = Tokenizer.load(tok_dir)
+    _, _, x = tokenize.load_embeddings(emb)
     assert np.array_equal(tok.codes(x[:10]), np.stack(ids["codes"][:10]))
 
     # the RQ-KMeans baseline behind the same interface, same stage
-    rq = config.load(REPO / "jobs/configs/default.yaml", [
-        f"data.output={corpus}", f"embed.output={tmp_path / 'emb'}", f"tokenizer.output={tmp_path / 'rq'}",
+    rq = config.load(REPO / "jobs/configs/default.yaml", default_tokenized + [f"tokenizer.output={tmp_path / 'rq'}",
         "tokenizer.kind=rqkmeans", "tokenizer.enforce_quality_gate=false"])
     mr = tokenize.run(rq, log=lambda s: None)
     assert mr["kind"] == "rqkmeans" and mr["metrics"]["levels"][0]["utilization"] == 1.0

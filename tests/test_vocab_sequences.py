@@ -84,3 +84,18 @@ def test_validation_users_are_stable():
     assert 0.08 < val.mean() < 0.12
     assert (sequences.is_validation(users[::-1], 0.1, seed=0)[::-1] == val).all()
     assert not (sequences.is_validation(users, 0.1, seed=1) == val).all()
+
+
+def test_per_level_unigram_knows_the_layout():
+    v = Vocab(levels=2, codebook_size=3, dedup_size=2)
+    # training: level 1 uses code 0 twice as often as code 1; level 2 always code 2; dedup always 0
+    train = np.zeros(v.size)
+    (a, _), (b, _), (d, _) = v.ranges()
+    train[[a, a + 1, b + 2, d]] = [200, 100, 300, 300]
+    val = train / 100
+    flat = sequences.unigram_cross_entropy(train, val)
+    per_level = sequences.unigram_cross_entropy(train, val, v.ranges())
+    assert per_level < flat
+    # per level: only level 1 is uncertain (entropy of 2/3, 1/3), up to smoothing
+    h = -(2 / 3 * np.log(2 / 3) + 1 / 3 * np.log(1 / 3)) / 3
+    assert per_level == pytest.approx(h, abs=0.02)

@@ -98,7 +98,24 @@ def target_counts(labels: np.ndarray, vocab_size: int) -> np.ndarray:
     return np.bincount(lab.astype(np.int64), minlength=vocab_size)  # [V]
 
 
-def unigram_cross_entropy(train_counts: np.ndarray, val_counts: np.ndarray) -> float:
-    """Cross-entropy (nats/token) of the validation targets under add-one-smoothed training unigrams."""
-    p = (train_counts + 1.0) / (train_counts.sum() + len(train_counts))  # [V]
-    return float(-(val_counts * np.log(p)).sum() / max(1, val_counts.sum()))
+def unigram_cross_entropy(train_counts: np.ndarray, val_counts: np.ndarray,
+                          ranges: list[tuple[int, int]] | None = None) -> float:
+    """Cross-entropy (nats/token) of the validation targets under add-one-smoothed training unigrams.
+
+    With ``ranges`` (one ``(start, stop)`` id range per level) each target's probability is its frequency
+    among the tokens of its own level: the unigram model that knows which level comes next, which is the
+    fairer baseline for a decoder that sees the fixed item layout.
+    """
+    train_counts = np.asarray(train_counts, dtype=np.float64)
+    val_counts = np.asarray(val_counts, dtype=np.float64)
+    if ranges is None:
+        ranges = [(0, len(train_counts))]
+    nll = 0.0
+    for start, stop in ranges:
+        c = train_counts[start:stop]
+        p = (c + 1.0) / (c.sum() + len(c))  # [stop - start]
+        nll -= float((val_counts[start:stop] * np.log(p)).sum())
+    covered = sum(val_counts[a:b].sum() for a, b in ranges)
+    if covered != val_counts.sum():
+        raise ValueError("validation targets outside the given ranges")
+    return nll / max(1.0, covered)

@@ -130,18 +130,25 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     if not p.resume:
         storage.remove(run_dir)
 
-    train_ds, val_ds = blocks(cfg, validation=False), blocks(cfg, validation=True)
+    # validation is read at every evaluation: kept in the object store once (it is a small share of users)
+    train_ds, val_ds = blocks(cfg, validation=False), blocks(cfg, validation=True).materialize()
     train_counts, n_train = count_targets(train_ds, vocab.size)
     val_counts, n_val = count_targets(val_ds, vocab.size)
+    if n_val == 0 or n_train == 0:
+        raise ValueError(f"{n_train} training / {n_val} validation blocks: too few users for "
+                         f"pretrain.val_fraction={p.val_fraction}; change it or add data")
     unigram = sequences.unigram_cross_entropy(train_counts, val_counts)
+    level_unigram = sequences.unigram_cross_entropy(train_counts, val_counts, vocab.ranges())
     log(f"[pretrain] {n_train:,} training blocks ({int(train_counts.sum()):,} targets), {n_val:,} validation "
-        f"blocks; vocabulary {vocab.size:,}; unigram baseline {unigram:.4f} nats/token")
+        f"blocks; vocabulary {vocab.size:,}; validation cross-entropy of unigram baselines: "
+        f"{unigram:.4f} (all tokens), {level_unigram:.4f} (per level) nats/token")
     steps_per_epoch = n_train // (p.micro_batch_size * p.grad_accum * p.num_workers)
 
     use_gpu = p.use_gpu == "yes" or (p.use_gpu == "auto" and session.cluster_gpus() > 0)
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"cfg": p, "vocab_size": vocab.size, "output": out},
+        # workers run in their own directories: local paths are made absolute (one node, or shared storage)
+        train_loop_config={"cfg": p, "vocab_size": vocab.size, "output": _storage_path(out)},
         scaling_config=ScalingConfig(num_workers=p.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": p.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
         run_config=RunConfig(name=p.name, storage_path=_storage_path(p.run_storage),
@@ -163,7 +170,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         storage.write_bytes(f.read(), storage.join(model_dir, "concept_ids.parquet"))
     storage.write_json({"vocab": vocab.to_dict(), "tokenizer": tok_manifest, "block_len": p.block_len,
                         "corpus": cfg.data.output}, storage.join(model_dir, "recbase.json"))
-    report.plot_history(history, unigram, storage.join(out, "loss.png"), f"{p.model} on {cfg.data.output}")
+    report.plot_history(history, {"unigram": unigram, "per-level unigram": level_unigram}, storage.join(out, "loss.png"), f"{p.model} on {cfg.data.output}")
     manifest = {
         "model": p.model,
         "steps": final["step"] if final.get("step") else p.max_steps,
@@ -173,7 +180,8 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
                    "train_targets": int(train_counts.sum()), "validation_targets": int(val_counts.sum())},
         "val_loss": final.get("val_loss"),
         "train_loss": final.get("loss"),
-        "baselines": {"unigram_val_loss": unigram, "uniform_val_loss": math.log(vocab.size)},
+        "baselines": {"unigram_val_loss": unigram, "level_unigram_val_loss": level_unigram,
+                      "uniform_val_loss": math.log(vocab.size)},
         "tokens_per_s": final.get("tokens_per_s"),
         "files": {"model": loop.HF_DIR, "history": loop.HISTORY, "loss_png": "loss.png"},
         "checkpoints": run_dir,

@@ -56,6 +56,10 @@ class Vocab:
         sizes = [self.codebook_size] * self.levels + ([self.dedup_size] if self.has_dedup else [])
         return np.asarray(sizes, dtype=np.int64)
 
+    def ranges(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of each item-token range, in level order."""
+        return [(int(o), int(o + n)) for o, n in zip(self.level_offsets(), self.range_sizes())]
+
     def item_tokens(self, codes: np.ndarray, dedup: np.ndarray | None = None) -> np.ndarray:
         """Concept IDs [N, L] (+ dedup [N]) -> token ids [N, tokens_per_item]."""
         codes = np.asarray(codes, dtype=np.int64)  # [N, L]

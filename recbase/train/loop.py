@@ -131,11 +131,13 @@ def train(cfg: PretrainConfig, vocab_size: int, ctx: TrainContext, export_to: st
         model=model, optimizer=optimizer(model, cfg),
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg)),
         config=deepspeed_config(cfg, ctx.world_size, bf16))
-    state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "tokens": 0, "history": []}
+    # everything needed to continue exactly where a checkpoint left off; "attempt" counts resumptions
+    state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "tokens": 0, "attempt": 0, "history": []}
     with ctx.latest_checkpoint() as ckpt:
         if ckpt is not None:
             _, client = engine.load_checkpoint(ckpt, tag=CKPT_TAG)
             state.update({k: client[k] for k in state})
+            state["attempt"] += 1
             if rank0:
                 log(f"[pretrain] resumed from step {state['step']} (epoch {state['epoch']})")
     flops_per_token = decoder.train_flops_per_token(model.config, cfg.block_len)
@@ -154,7 +156,7 @@ def train(cfg: PretrainConfig, vocab_size: int, ctx: TrainContext, export_to: st
             boundary = engine.is_gradient_accumulation_boundary()
             engine.step()
             state["micro_in_epoch"] += 1
-            window_loss, window_micro, window_tokens = window_loss + float(loss), window_micro + 1, window_tokens + ids.numel()
+            window_loss, window_micro, window_tokens = window_loss + float(loss.detach()), window_micro + 1, window_tokens + ids.numel()
             if not boundary:
                 continue
             state["step"] += 1
@@ -165,7 +167,7 @@ def train(cfg: PretrainConfig, vocab_size: int, ctx: TrainContext, export_to: st
             loss_sum, micro, tokens = all_reduce_sum([window_loss, window_micro, window_tokens], ctx.device)
             seconds = time.perf_counter() - t_window
             state["tokens"] += int(tokens)
-            last = {"step": step, "epoch": state["epoch"], "loss": loss_sum / max(1, micro),
+            last = {"step": step, "epoch": state["epoch"], "attempt": state["attempt"], "loss": loss_sum / max(1, micro),
                     "lr": engine.get_lr()[0], "tokens": state["tokens"], "tokens_per_s": tokens / seconds,
                     "flops_per_s": tokens * flops_per_token / seconds}
             if step % cfg.eval_every == 0 or done:

@@ -6,8 +6,8 @@ import io
 from recbase import storage
 
 
-def plot_history(history: list[dict], unigram: float | None, path_png: str, title: str = "") -> bytes:
-    """Training and validation loss per step, with the unigram baseline; returns the PNG bytes (also written)."""
+def plot_history(history: list[dict], baselines: dict[str, float], path_png: str, title: str = "") -> bytes:
+    """Training and validation loss per step, with baseline levels; returns the PNG bytes (also written)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,8 +19,8 @@ def plot_history(history: list[dict], unigram: float | None, path_png: str, titl
     if val:
         ax.plot([h["step"] for h in val], [h["val_loss"] for h in val], "o-", color="#dd8452", lw=1.2,
                 ms=3, label="validation")
-    if unigram is not None:
-        ax.axhline(unigram, color="#c44e52", ls="--", lw=1, label=f"unigram baseline ({unigram:.2f})")
+    for (name, value), color in zip(baselines.items(), ("#c44e52", "#8172b3", "#55a868")):
+        ax.axhline(value, color=color, ls="--", lw=1, label=f"{name} baseline ({value:.2f})")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.legend(fontsize=8)
@@ -42,7 +42,8 @@ def describe(m: dict) -> str:
         f"{m['steps']} steps in {m['seconds']} s",
         f"blocks: {b['train']:,} train / {b['validation']:,} validation ({b['steps_per_epoch']:,} steps per epoch)",
         f"validation loss {val:.4f} nats/token" if val is not None else "validation loss: not measured",
-        f"  unigram baseline {base['unigram_val_loss']:.4f}, uniform {base['uniform_val_loss']:.4f}",
+        f"  baselines on the same targets: per-level unigram {base['level_unigram_val_loss']:.4f}, "
+        f"unigram {base['unigram_val_loss']:.4f}, uniform {base['uniform_val_loss']:.4f}",
         f"throughput {m['tokens_per_s']:,.0f} tokens/s (last window)" if m.get("tokens_per_s") else "",
         f"model: {storage.join(m['config']['output'], m['files']['model'])}",
     ]

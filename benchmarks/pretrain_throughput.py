@@ -1,0 +1,105 @@
+"""Pretraining throughput: Ray Train + DeepSpeed (1 worker) vs a plain single-process PyTorch loop.
+
+    python benchmarks/pretrain_throughput.py [--steps 120] [--config jobs/configs/default.yaml]
+
+Same tiny model, same blocks (the default run's corpus and tokenizer), same micro-batch, same torch
+threads, in one run. Tokens/s is steady state: the first --warmup steps of each (start-up, first
+batches) are left out; the Ray run's end-to-end wall time, start-up included, is printed beside it.
+Achieved FLOP/s (6 x matmul parameters + attention, per token) is compared with torch.mm's rate here.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from assign_throughput import matmul_rate
+from recbase import config, storage
+from recbase.data import sequences
+from recbase.model import decoder
+from recbase.model.vocab import PAD, ItemIndex
+from recbase.train.loop import lr_factor
+
+
+def plain_loop(cfg, index: ItemIndex, steps: int, warmup: int) -> float:
+    """A single-process PyTorch loop (AdamW, warmup + cosine, clipping): steady-state tokens/s."""
+    p = cfg.pretrain
+    hist = storage.read_parquet(storage.join(cfg.data.output, "pretrain/histories.parquet")).to_pydict()
+    blocks = sequences.HistoryBlocks(index, p.block_len)({"domains": hist["domains"], "item_ids": hist["item_ids"]})
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(blocks["input_ids"]))
+    torch.manual_seed(0)
+    torch.set_num_threads(p.threads_per_worker)
+    model = decoder.build(p.model, index.vocab.size)
+    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=p.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, p))
+    b = p.micro_batch_size
+    tokens, t0 = 0, None
+    for step in range(steps):
+        if step == warmup:
+            tokens, t0 = 0, time.perf_counter()
+        rows = order[(step * b) % len(order):][:b]
+        ids = torch.as_tensor(blocks["input_ids"][rows]).long()  # [B, T]
+        labels = torch.as_tensor(blocks["labels"][rows]).long()  # [B, T]
+        loss = model(input_ids=ids, attention_mask=(ids != PAD).long(), labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += ids.numel()
+    return tokens / (time.perf_counter() - t0)
+
+
+def ray_run(cfg_path: str, overrides: list[str], steps: int, warmup: int, out: str) -> tuple[float, float]:
+    """Steady-state tokens/s of the Ray Train + DeepSpeed run, and its end-to-end seconds."""
+    from recbase.launch import pretrain
+
+    log_every = 10
+    cfg = config.load(cfg_path, overrides + [
+        f"pretrain.output={out}", f"pretrain.max_steps={steps}", f"pretrain.log_every={log_every}",
+        f"pretrain.eval_every={steps}", f"pretrain.checkpoint_every={steps}", "pretrain.num_workers=1"])
+    t0 = time.perf_counter()
+    pretrain.run(cfg, log=lambda s: None)
+    wall = time.perf_counter() - t0
+    history = storage.read_json(storage.join(out, "history.json"))
+    # windows after warmup, the final one (its evaluation is timed outside the window) included
+    windows = [h for h in history if h["step"] > warmup]
+    seconds = sum(log_every * cfg.pretrain.micro_batch_size * cfg.pretrain.block_len / h["tokens_per_s"]
+                  for h in windows)
+    return len(windows) * log_every * cfg.pretrain.micro_batch_size * cfg.pretrain.block_len / seconds, wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", default="jobs/configs/default.yaml")
+    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("overrides", nargs="*")
+    a = ap.parse_args()
+    cfg = config.load(a.config, a.overrides)
+    index = ItemIndex.load(cfg.tokenizer.output)
+    model_cfg = decoder.qwen2_config(cfg.pretrain.model, index.vocab.size)
+    per_token = decoder.train_flops_per_token(model_cfg, cfg.pretrain.block_len)
+    torch.set_num_threads(cfg.pretrain.threads_per_worker)
+    peak = matmul_rate()
+    plain = plain_loop(cfg, index, a.steps, a.warmup)
+    with tempfile.TemporaryDirectory() as d:
+        ray_tps, wall = ray_run(a.config, list(a.overrides), a.steps, a.warmup, d)
+    print(f"model {cfg.pretrain.model}: {per_token / 1e6:.2f} MFLOP per training token; "
+          f"micro-batch {cfg.pretrain.micro_batch_size} x {cfg.pretrain.block_len} tokens, "
+          f"{cfg.pretrain.threads_per_worker} torch threads")
+    print(f"machine matmul (torch.mm 2048^2 fp32, {cfg.pretrain.threads_per_worker} threads): {peak / 1e9:.1f} GFLOP/s")
+    print(f"{'path':<34}{'tokens/s':>10}{'GFLOP/s':>9}{'of matmul':>11}")
+    for name, tps in (("plain PyTorch loop", plain), ("Ray Train + DeepSpeed (1 worker)", ray_tps)):
+        print(f"{name:<34}{tps:>10,.0f}{tps * per_token / 1e9:>9.1f}{tps * per_token / peak:>11.1%}")
+    print(f"ratio Ray+DeepSpeed / plain: {ray_tps / plain:.2f}x (steady state, steps {a.warmup + 1}-{a.steps})")
+    print(f"Ray run end to end (ray.init, data counting pass, worker start, DeepSpeed init, export): {wall:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
