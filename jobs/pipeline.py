@@ -1,4 +1,4 @@
-"""The main job: corpus -> embed -> tokenise -> pretrain, each stage skipped when its output is complete.
+"""The main job: corpus -> embed -> tokenise -> pretrain -> evaluate, each stage skipped when its output is complete.
 
 ``python jobs/pipeline.py --config jobs/configs/default.yaml [k=v ...]``
 """

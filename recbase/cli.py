@@ -1,4 +1,4 @@
-"""The ``recbase`` command: ``recbase {prepare,embed,tokenize,pretrain,pipeline} --config FILE [key.sub=value ...]``."""
+"""The ``recbase`` command: ``recbase {prepare,embed,tokenize,pretrain,evaluate,pipeline} --config FILE [key.sub=value ...]``."""
 from __future__ import annotations
 
 import argparse
@@ -54,21 +54,45 @@ def pretrain_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def evaluate_main(argv: list[str] | None = None) -> int:
+    """``--run RUN_DIR --dataset DATASET --out OUT_DIR`` on top of the usual ``--config`` and overrides."""
+    from recbase.launch import evaluate
+
+    p = argparse.ArgumentParser(description="Zero-shot evaluation: RecBase beside baselines, AUC and GAUC.")
+    p.add_argument("--run", help="the exported model directory, or the pretraining output that holds it")
+    p.add_argument("--dataset", action="append", help="evaluation pairs: a name under <corpus>/eval/ or a "
+                   ".parquet path (repeatable; default: eval.datasets)")
+    p.add_argument("--out", help="where results.json, results.md and auc.png go (default: eval.output)")
+    p.add_argument("--config")
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_args(argv)
+    extra = ([f"eval.model={args.run}"] if args.run else []) + ([f"eval.output={args.out}"] if args.out else [])
+    if args.dataset:
+        extra.append("eval.datasets=[" + ", ".join(args.dataset) + "]")
+    try:
+        cfg = config_mod.load(args.config, list(args.overrides) + extra)
+    except config_mod.ConfigError as e:
+        p.exit(2, f"config error: {e}\n")
+    evaluate.run(cfg)
+    return 0
+
+
 def pipeline_main(argv: list[str] | None = None) -> int:
     from recbase.data.corpus import prepare, summary
-    from recbase.launch import embed, pretrain, tokenize
+    from recbase.launch import embed, evaluate, pretrain, tokenize
     from recbase.tokenizer.metrics import describe
 
-    _, cfg = parse(argv, "The main job: corpus -> embed -> tokenise -> pretrain.")
+    _, cfg = parse(argv, "The main job: corpus -> embed -> tokenise -> pretrain -> evaluate.")
     print(summary(prepare(cfg.data)))
     embed.run(cfg)
     print(describe(tokenize.run(cfg)))
     pretrain.run(cfg)
+    evaluate.run(cfg)
     return 0
 
 
 COMMANDS = {"prepare": prepare_main, "embed": embed_main, "tokenize": tokenize_main, "pretrain": pretrain_main,
-            "pipeline": pipeline_main}
+            "evaluate": evaluate_main, "pipeline": pipeline_main}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -295,12 +295,45 @@ class PretrainConfig:
         return self.storage_path or self.output.rstrip("/") + "/ray"
 
 
+# ----------------------------------------------------------------------------------------------
+# evaluation stage
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Zero-shot scoring of held-out pairs with the pretrained model, beside baselines."""
+
+    # evaluation-pair files: names under <data.output>/eval/ (without .parquet) or paths to .parquet files
+    datasets: tuple[str, ...] = ("unseen_domains", "unseen_users")
+    # the exported model: a Hugging Face directory, or a pretraining output that holds one; "" = pretrain.output
+    model: str = ""
+    # history items the model reads before a candidate ("0" = as many as a training block holds)
+    max_history_items: int = 0
+    baselines: tuple[Literal["popularity", "text_similarity"], ...] = ("popularity", "text_similarity")
+    # scoring actors (Ray Data); on a GPU cluster one per GPU
+    concurrency: int = 2
+    num_cpus_per_actor: float = 0.5
+    num_gpus_per_actor: str = "auto"
+    threads_per_actor: int = 1
+    # users per scoring batch
+    batch_users: int = 64
+    output: str = "runs/default/eval"
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            raise ConfigError("eval.datasets must list at least one evaluation file")
+        if self.concurrency < 1 or self.batch_users < 1 or self.max_history_items < 0:
+            raise ConfigError("eval.concurrency and eval.batch_users must be >= 1, max_history_items >= 0")
+
+
 @dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 # ----------------------------------------------------------------------------------------------

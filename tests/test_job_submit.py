@@ -63,6 +63,7 @@ def test_pipeline_then_pretrain_jobs_submitted_to_a_local_head(ray_head, tmp_pat
         "pretrain.log_every=3", "pretrain.eval_every=3", "pretrain.checkpoint_every=3",
     ]
     res, seconds = submit(address, env, "jobs/pipeline.py", *common, "pretrain.max_steps=6")
+    print(f"pipeline job: {seconds:.0f} s")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "succeeded" in res.stdout
     for stage in ("corpus", "embeddings", "tokenizer", "pretrain"):
@@ -72,6 +73,8 @@ def test_pipeline_then_pretrain_jobs_submitted_to_a_local_head(ray_head, tmp_pat
     assert first["steps"] == 6 and first["config"]["zero_stage"] == 3
 
     res, seconds = submit(address, env, "jobs/pretrain.py", *common, "pretrain.max_steps=9")
+    print(f"pretrain job (resumed): {seconds:.0f} s")
+    (tmp_path / "pretrain-job.log").write_text(res.stdout)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "resumed from step 6" in res.stdout
     history = json.loads((out / "pretrain/history.json").read_text())

@@ -1,0 +1,50 @@
+"""Next-item recommendation by beam search that can only emit concept-ID tuples of real items.
+
+The constraint is our own logits processor, passed to ``generate`` on every call, so it holds whatever
+the model's ``generation_config`` says: at each step only the children of the current prefix in the
+trie of valid items keep their logits; every other token gets -inf.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from recbase.model.vocab import BOS, ItemIndex
+
+
+class TrieConstraint(LogitsProcessor):
+    def __init__(self, trie: dict, prompt_len: int, tokens_per_item: int) -> None:
+        self.trie, self.prompt_len, self.t = trie, prompt_len, tokens_per_item
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        mask = torch.full_like(scores, float("-inf"))  # [B, V]
+        for b, row in enumerate(input_ids[:, self.prompt_len:].tolist()):
+            node = self.trie
+            for tok in row[len(row) - len(row) % self.t:]:  # the current item's prefix
+                node = node.get(tok, {})
+            allowed = list(node)
+            if allowed:
+                mask[b, allowed] = 0.0
+        return scores + mask
+
+
+@torch.no_grad()
+def recommend(model, index: ItemIndex, history_tokens: np.ndarray, k: int = 10, beams: int = 20,
+              restrict: np.ndarray | None = None, max_history_items: int = 62) -> list[tuple[str, str]]:
+    """The top-k items (by beam score) after a history [n, t]; ``restrict``: rows of allowed items."""
+    t = index.vocab.tokens_per_item
+    h = history_tokens[-max_history_items:].reshape(-1)
+    prompt = torch.tensor([[BOS, *h.tolist()]], device=next(model.parameters()).device)  # [1, P]
+    beams = max(beams, k)
+    out = model.generate(
+        prompt, max_new_tokens=t, min_new_tokens=t, num_beams=beams, num_return_sequences=beams, do_sample=False,
+        early_stopping=True, logits_processor=LogitsProcessorList([TrieConstraint(index.trie(restrict), prompt.shape[1], t)]),
+        pad_token_id=0, eos_token_id=None)  # [beams, P + t]
+    items = index.decode(out[:, prompt.shape[1]:].reshape(-1).cpu().numpy())
+    seen, ranked = set(), []
+    for item in items:
+        if item is not None and item not in seen:
+            seen.add(item)
+            ranked.append(item)
+    return ranked[:k]

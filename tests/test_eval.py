@@ -1,0 +1,100 @@
+"""Zero-shot scoring (fast path = reference), metrics, baselines, constrained decoding."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recbase.eval import baselines, metrics
+from recbase.eval.scoring import ConceptScorer, group_pairs
+from recbase.model import decoder
+from recbase.model.vocab import ItemIndex, Vocab
+
+
+def small_index():
+    v = Vocab(levels=3, codebook_size=5, dedup_size=2)
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 5, size=(12, 3))
+    codes[1] = codes[0]  # a shared tuple, told apart by dedup
+    dedup = np.zeros(12, dtype=int)
+    dedup[1] = 1
+    return ItemIndex(v, ["d"] * 12, [str(i) for i in range(12)], codes, dedup)
+
+
+def pairs_frame():
+    return pd.DataFrame({
+        "user_id": ["u1"] * 3 + ["u2"] * 2,
+        "history_domains": [["d"] * 4] * 3 + [["d"] * 2] * 2,
+        "history_item_ids": [["0", "1", "2", "3"]] * 3 + [["4", "5"]] * 2,
+        "domain": ["d"] * 5, "item_id": ["6", "7", "8", "9", "0"], "click": [1, 0, 1, 0, 1]})
+
+
+def test_cached_scores_equal_the_full_recomputation():
+    torch.manual_seed(0)
+    index = small_index()
+    model = decoder.build("tiny", index.vocab.size)
+    scorer = ConceptScorer(model, index, max_history_items=3)
+    hist = index.tokens[:5]  # [5, t]
+    cands = index.tokens[5:11]  # [6, t]
+    fast = scorer.score_user(hist, cands)
+    assert fast.shape == (6,)
+    assert np.allclose(fast, scorer.score_user_reference(hist, cands), atol=1e-4)
+    # scores are log-likelihoods: negative, and over all items they sum (in probability) to at most 1
+    all_items = scorer.score_user(hist, index.tokens)
+    assert (all_items < 0).all() and np.exp(all_items).sum() <= 1 + 1e-5
+
+
+def test_groups_scores_and_counted_unknown_items():
+    index = small_index()
+    pairs = pairs_frame()
+    pairs.loc[4, "item_id"] = "missing"
+    groups = group_pairs(pairs)
+    assert [g.user_id for g in groups] == ["u1", "u2"] and groups[0].rows.tolist() == [0, 1, 2]
+    scorer = ConceptScorer(decoder.build("tiny", index.vocab.size), index, max_history_items=10)
+    scores, errors = scorer.score_groups(groups, len(pairs))
+    assert errors == {"unknown_history_items": 0, "unknown_candidates": 1}
+    assert np.isnan(scores[4]) and np.isfinite(scores[:4]).all()
+
+
+def test_metrics_use_sklearn_auc_and_click_weighted_gauc():
+    y = np.array([1, 0, 1, 0, 1, 0])
+    s = np.array([0.9, 0.1, 0.8, 0.7, 0.2, 0.3])
+    u = np.array(["a", "a", "b", "b", "c", "c"])
+    assert metrics.auc(y, s) == pytest.approx(7 / 9)
+    assert metrics.gauc(u, y, s) == pytest.approx((1 + 1 + 0) / 3)
+    assert np.isnan(metrics.auc([1, 1], [0.2, 0.3]))
+    assert metrics.recall_ndcg_at_k([["x", "y"], ["y", "x"]], ["y", "z"], 2) == (0.5, pytest.approx(0.5 / np.log2(3)))
+
+
+def test_baselines_use_only_the_evaluation_histories():
+    pairs = pairs_frame()
+    groups = group_pairs(pairs)
+    pop = baselines.popularity(groups, len(pairs))
+    assert pop.tolist() == [0, 0, 0, 0, 1]  # item 0 is in one evaluated user's history
+    table = baselines.EmbeddingTable(["d"] * 10, [str(i) for i in range(10)], np.eye(10)[:, :10] + 0.01)
+    sim, errors = baselines.text_similarity(groups, len(pairs), table)
+    assert errors["unknown_candidates"] == 0 and np.isfinite(sim).all()
+    assert sim[4] < 0.6  # item 0 is not in u2's history of 4, 5
+
+
+def test_constrained_beam_search_only_emits_real_items():
+    from recbase.eval.generate import recommend
+
+    torch.manual_seed(0)
+    index = small_index()
+    model = decoder.build("tiny", index.vocab.size)
+    # make the unconstrained argmax invalid at every step: a level-2 token (never first) and <eos> win
+    invalid = [int(index.vocab.level_offsets()[1]), 2]
+
+    def boost(_module, _inputs, logits):
+        logits[..., invalid] += 50.0
+        return logits
+
+    model.lm_head.register_forward_hook(boost)
+    prompt = torch.tensor([[1, *index.tokens[:3].reshape(-1).tolist()]])
+    free = model.generate(prompt, max_new_tokens=index.vocab.tokens_per_item, do_sample=False)
+    assert int(free[0, prompt.shape[1]]) in invalid  # unconstrained: invalid
+    got = recommend(model, index, index.tokens[:3], k=5, beams=8)
+    real = set(zip(index.domains, index.item_ids))
+    assert len(got) == 5 and all(item in real for item in got)
+    only = recommend(model, index, index.tokens[:3], k=3, beams=8, restrict=np.array([4, 5, 6]))
+    assert set(only) <= {("d", "4"), ("d", "5"), ("d", "6")}
