@@ -61,14 +61,16 @@ def test_pipeline_then_pretrain_jobs_submitted_to_a_local_head(ray_head, tmp_pat
         f"pretrain.output={out}/pretrain", "pretrain.zero_stage=3", "pretrain.block_len=32",
         "pretrain.micro_batch_size=2", "pretrain.val_fraction=0.3", "pretrain.warmup_steps=2",
         "pretrain.log_every=3", "pretrain.eval_every=3", "pretrain.checkpoint_every=3",
+        f"eval.output={out}/eval", "eval.concurrency=1",
     ]
     res, seconds = submit(address, env, "jobs/pipeline.py", *common, "pretrain.max_steps=6")
     print(f"pipeline job: {seconds:.0f} s")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "succeeded" in res.stdout
-    for stage in ("corpus", "embeddings", "tokenizer", "pretrain"):
+    for stage in ("corpus", "embeddings", "tokenizer", "pretrain", "eval"):
         assert (out / stage / "manifest.json").exists(), stage
     assert (out / "tokenizer/concept_ids.parquet").exists()
+    assert "RecBase (zero-shot)" in (out / "eval/results.md").read_text()
     first = json.loads((out / "pretrain/manifest.json").read_text())
     assert first["steps"] == 6 and first["config"]["zero_stage"] == 3
 
