@@ -10,7 +10,6 @@ Achieved FLOP/s (6 x matmul parameters + attention, per token) is compared with 
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 

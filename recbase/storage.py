@@ -133,3 +133,17 @@ def put_dir(local_dir: str, dest: str) -> None:
     if os.path.exists(dest):
         shutil.rmtree(dest)
     os.replace(tmp, dest)
+
+
+def write_figure(fig, path_png: str, dpi: int = 110) -> bytes:
+    """Save a matplotlib figure as PNG to ``path_png`` (local or remote), close it, return the bytes."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    write_bytes(buf.getvalue(), path_png)
+    return buf.getvalue()

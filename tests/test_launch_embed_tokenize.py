@@ -1,6 +1,5 @@
 """Embedding (Ray Data actor pool) and tokenisation (Ray task + Ray Data assignment), for real."""
 import os
-import shutil
 
 import numpy as np
 import pyarrow.compute as pc

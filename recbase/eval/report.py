@@ -1,7 +1,6 @@
 """The evaluation report: JSON, a Markdown table (rows: methods; columns: datasets) and a bar chart."""
 from __future__ import annotations
 
-import io
 
 from recbase import storage
 
@@ -45,9 +44,4 @@ def plot(results: dict, path_png: str) -> bytes:
     ax.set_ylabel("AUC")
     ax.set_ylim(0.4, max(0.8, ax.get_ylim()[1]))
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    storage.write_bytes(buf.getvalue(), path_png)
-    return buf.getvalue()
+    return storage.write_figure(fig, path_png)

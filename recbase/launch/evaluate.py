@@ -6,7 +6,6 @@ import time
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import ray
 
 from recbase import storage

@@ -48,7 +48,6 @@ def summarize(codes: np.ndarray, codebook_size: int, recon_mse: float, input_var
 
 def plot_usage(codes: np.ndarray, codebook_size: int, path_png: str, title: str = "") -> bytes:
     """Code-usage histogram per level (codes ranked by use); returns the PNG bytes (also written)."""
-    import io
 
     import matplotlib
 
@@ -70,14 +69,9 @@ def plot_usage(codes: np.ndarray, codebook_size: int, path_png: str, title: str 
     axes[0][0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     from recbase import storage
 
-    storage.write_bytes(buf.getvalue(), path_png)
-    return buf.getvalue()
+    return storage.write_figure(fig, path_png)
 
 
 def describe(manifest: dict) -> str:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import json
 from typing import Callable
 
 import numpy as np

@@ -1,7 +1,6 @@
 """What a pretraining run reports: the loss curve (PNG) and a text summary of the manifest."""
 from __future__ import annotations
 
-import io
 
 from recbase import storage
 
@@ -26,12 +25,7 @@ def plot_history(history: list[dict], baselines: dict[str, float], path_png: str
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    storage.write_bytes(buf.getvalue(), path_png)
-    return buf.getvalue()
+    return storage.write_figure(fig, path_png)
 
 
 def describe(m: dict) -> str:
