@@ -2,7 +2,8 @@
 
     python benchmarks/pretrain_throughput.py [--steps 120] [--config jobs/configs/default.yaml]
 
-Same tiny model, same blocks (the default run's corpus and tokenizer), same micro-batch, same torch
+A third row runs the very same DeepSpeed loop (recbase.train.loop) in this process without Ray, which
+separates DeepSpeed's cost from Ray's. Same tiny model, same blocks (the default run's corpus and tokenizer), same micro-batch, same torch
 threads, in one run. Tokens/s is steady state: the first --warmup steps of each (start-up, first
 batches) are left out; the Ray run's end-to-end wall time, start-up included, is printed beside it.
 Achieved FLOP/s (6 x matmul parameters + attention, per token) is compared with torch.mm's rate here.
@@ -10,6 +11,9 @@ Achieved FLOP/s (6 x matmul parameters + attention, per token) is compared with 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import os
 import tempfile
 import time
 
@@ -24,11 +28,66 @@ from recbase.model.vocab import PAD, ItemIndex
 from recbase.train.loop import lr_factor
 
 
-def plain_loop(cfg, index: ItemIndex, steps: int, warmup: int) -> float:
+def all_blocks(cfg, index: ItemIndex) -> dict:
+    hist = storage.read_parquet(storage.join(cfg.data.output, "pretrain/histories.parquet")).to_pydict()
+    return sequences.HistoryBlocks(index, cfg.pretrain.block_len)({"domains": hist["domains"], "item_ids": hist["item_ids"]})
+
+
+class LocalContext:
+    """``loop.TrainContext`` in one process without Ray: blocks from memory, no checkpoints."""
+
+    world_rank, world_size, device = 0, 1, torch.device("cpu")
+
+    def __init__(self, blocks: dict, batch: int) -> None:
+        self.blocks, self.batch = blocks, batch
+
+    def train_batches(self, epoch: int):
+        n = len(self.blocks["input_ids"]) // self.batch * self.batch
+        for i in range(0, n, self.batch):
+            yield {k: torch.as_tensor(v[i:i + self.batch]) for k, v in self.blocks.items()}
+
+    def val_batches(self):
+        return iter([{k: torch.as_tensor(v[:self.batch]) for k, v in self.blocks.items()}])
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self):
+        yield None
+
+    def report(self, metrics: dict, checkpoint_dir) -> None:
+        self.history.append(metrics)
+
+
+def deepspeed_no_ray(cfg, index: ItemIndex, blocks: dict, steps: int, warmup: int) -> float:
+    """The same DeepSpeed loop (recbase.train.loop) in this process, gloo world of one, no Ray."""
+    import socket
+
+    import torch.distributed as dist
+
+    from recbase.train import loop
+
+    with socket.socket() as s_:
+        s_.bind(("127.0.0.1", 0))
+        port = s_.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    dist.init_process_group("gloo")
+    p = dataclasses.replace(cfg.pretrain, max_steps=steps, log_every=10, eval_every=10**6, checkpoint_every=10**6)
+    ctx = LocalContext(blocks, p.micro_batch_size)
+    ctx.history = []
+    loop.train(p, index.vocab.size, ctx, log=lambda s: None)
+    dist.destroy_process_group()
+    return steady(ctx.history, warmup, 10, p.micro_batch_size * p.block_len)
+
+
+def steady(history: list[dict], warmup: int, log_every: int, tokens_per_step: int) -> float:
+    """Tokens/s over the logged windows after ``warmup`` steps."""
+    windows = [h for h in history if h["step"] > warmup]
+    seconds = sum(log_every * tokens_per_step / h["tokens_per_s"] for h in windows)
+    return len(windows) * log_every * tokens_per_step / seconds
+
+
+def plain_loop(cfg, index: ItemIndex, blocks: dict, steps: int, warmup: int) -> float:
     """A single-process PyTorch loop (AdamW, warmup + cosine, clipping): steady-state tokens/s."""
     p = cfg.pretrain
-    hist = storage.read_parquet(storage.join(cfg.data.output, "pretrain/histories.parquet")).to_pydict()
-    blocks = sequences.HistoryBlocks(index, p.block_len)({"domains": hist["domains"], "item_ids": hist["item_ids"]})
     rng = np.random.default_rng(0)
     order = rng.permutation(len(blocks["input_ids"]))
     torch.manual_seed(0)
@@ -66,11 +125,7 @@ def ray_run(cfg_path: str, overrides: list[str], steps: int, warmup: int, out: s
     pretrain.run(cfg, log=lambda s: None)
     wall = time.perf_counter() - t0
     history = storage.read_json(storage.join(out, "history.json"))
-    # windows after warmup, the final one (its evaluation is timed outside the window) included
-    windows = [h for h in history if h["step"] > warmup]
-    seconds = sum(log_every * cfg.pretrain.micro_batch_size * cfg.pretrain.block_len / h["tokens_per_s"]
-                  for h in windows)
-    return len(windows) * log_every * cfg.pretrain.micro_batch_size * cfg.pretrain.block_len / seconds, wall
+    return steady(history, warmup, log_every, cfg.pretrain.micro_batch_size * cfg.pretrain.block_len), wall
 
 
 def main() -> None:
@@ -86,7 +141,9 @@ def main() -> None:
     per_token = decoder.train_flops_per_token(model_cfg, cfg.pretrain.block_len)
     torch.set_num_threads(cfg.pretrain.threads_per_worker)
     peak = matmul_rate()
-    plain = plain_loop(cfg, index, a.steps, a.warmup)
+    blocks = all_blocks(cfg, index)
+    plain = plain_loop(cfg, index, blocks, a.steps, a.warmup)
+    ds_alone = deepspeed_no_ray(cfg, index, blocks, a.steps, a.warmup)
     with tempfile.TemporaryDirectory() as d:
         ray_tps, wall = ray_run(a.config, list(a.overrides), a.steps, a.warmup, d)
     print(f"model {cfg.pretrain.model}: {per_token / 1e6:.2f} MFLOP per training token; "
@@ -94,7 +151,8 @@ def main() -> None:
           f"{cfg.pretrain.threads_per_worker} torch threads")
     print(f"machine matmul (torch.mm 2048^2 fp32, {cfg.pretrain.threads_per_worker} threads): {peak / 1e9:.1f} GFLOP/s")
     print(f"{'path':<34}{'tokens/s':>10}{'GFLOP/s':>9}{'of matmul':>11}")
-    for name, tps in (("plain PyTorch loop", plain), ("Ray Train + DeepSpeed (1 worker)", ray_tps)):
+    for name, tps in (("plain PyTorch loop", plain), ("DeepSpeed loop, one process, no Ray", ds_alone),
+                      ("Ray Train + DeepSpeed (1 worker)", ray_tps)):
         print(f"{name:<34}{tps:>10,.0f}{tps * per_token / 1e9:>9.1f}{tps * per_token / peak:>11.1%}")
     print(f"ratio Ray+DeepSpeed / plain: {ray_tps / plain:.2f}x (steady state, steps {a.warmup + 1}-{a.steps})")
     print(f"Ray run end to end (ray.init, data counting pass, worker start, DeepSpeed init, export): {wall:.0f} s")
