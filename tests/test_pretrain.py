@@ -1,5 +1,5 @@
 """Pretraining under Ray Train + DeepSpeed for real: a worker killed mid-run, resume, HF export."""
-import glob
+import json
 import os
 import signal
 import threading
@@ -38,10 +38,18 @@ def test_worker_killed_mid_run_resumes_from_checkpoint_and_exports(tmp_path, def
         "pretrain.log_every=5", "pretrain.eval_every=20", "pretrain.checkpoint_every=10"])
     killed: dict = {}
 
+    def registered_checkpoints() -> int:
+        """Checkpoints Ray Train has committed (a written directory alone may not be registered yet)."""
+        try:
+            snap = json.loads((out / "ray/pretrain/checkpoint_manager_snapshot.json").read_text())
+        except (OSError, ValueError):
+            return 0
+        return len(snap.get("checkpoint_results", []))
+
     def kill_after_first_checkpoint():
         deadline = time.time() + 600
         while time.time() < deadline and not killed:
-            if glob.glob(str(out / "ray/pretrain/checkpoint_*/state")):
+            if registered_checkpoints() > 0:
                 workers = train_workers()
                 if len(workers) == 2:
                     time.sleep(1.0)  # let it train past the checkpoint: the kill loses some steps
