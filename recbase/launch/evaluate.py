@@ -2,6 +2,7 @@
 each when the cluster has them); baselines and metrics on the driver; report files last."""
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Callable
 
@@ -10,10 +11,11 @@ import ray
 
 from recbase import storage
 from recbase.config import Config, to_dict
-from recbase.eval import baselines, metrics, report
+from recbase.eval import baselines, llm, metrics, report
 from recbase.eval.scoring import ConceptScorer, UserGroup, group_pairs
-from recbase.launch import session
+from recbase.launch import recbench, session
 from recbase.launch.tokenize import load_embeddings
+from recbase.model.vocab import ItemIndex
 
 MANIFEST, RESULTS_JSON, RESULTS_MD, RESULTS_PNG = "manifest.json", "results.json", "results.md", "auc.png"
 
@@ -29,9 +31,9 @@ def model_dir(path: str) -> str:
 
 
 class ScoreActor:
-    """Ray Data actor: a batch of user groups -> (row, score) pairs, with one model replica."""
+    """Ray Data actor: a batch of user groups -> (row, score) pairs, with one RecBase model replica."""
 
-    def __init__(self, model_dir: str, max_history_items: int, threads: int) -> None:
+    def __init__(self, model_dir: str, index_dir: str, max_history_items: int, threads: int) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -41,37 +43,99 @@ class ScoreActor:
             torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
-        self.scorer = ConceptScorer(model, ItemIndex.load(model_dir), max_history_items)
+        self.scorer = ConceptScorer(model, ItemIndex.load(index_dir), max_history_items)
 
     def __call__(self, batch: dict) -> dict:
         groups = [UserGroup(u, list(hd), list(hi), list(d), list(i), np.asarray(r))
                   for u, hd, hi, d, i, r in zip(batch["user_id"], batch["history_domains"], batch["history_item_ids"],
                                                 batch["domains"], batch["item_ids"], batch["rows"])]
         n = int(max(r.max() for r in batch["rows"])) + 1
-        scores, errors = self.scorer.score_groups(groups, n)
+        scores, _ = self.scorer.score_groups(groups, n)  # unknown items: counted on the driver
         rows = np.concatenate([g.rows for g in groups])
-        return {"row": rows, "score": scores[rows],
-                "unknown_candidates": np.full(len(rows), errors["unknown_candidates"] / len(rows))}
+        return {"row": rows, "score": scores[rows]}
 
 
-def score_with_ray(cfg: Config, mdir: str, groups: list[UserGroup], n_pairs: int, max_history: int) -> np.ndarray:
+class LLMActor:
+    """Ray Data actor: a batch of users' (history texts, candidate texts) -> (row, P(Yes)), one LLM replica."""
+
+    def __init__(self, name: str, max_history_items: int, threads: int) -> None:
+        import torch
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        model, tokenizer = llm.load(name, "cuda" if torch.cuda.is_available() else "cpu")
+        self.scorer = llm.LLMScorer(model, tokenizer, max_history_items)
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [np.asarray(r) for r in batch["rows"]]
+        scores = [self.scorer.score_user(list(h), list(c)) for h, c in zip(batch["history_texts"], batch["texts"])]
+        return {"row": np.concatenate(rows), "score": np.concatenate(scores)}
+
+
+def score_with_ray(cfg: Config, actor, kwargs: dict, records: list[dict], n_pairs: int) -> np.ndarray:
+    """Scores of every pair (NaN where none) from an actor pool over the users' records."""
     e = cfg.eval
-    items = [{"user_id": g.user_id, "history_domains": g.history_domains, "history_item_ids": g.history_item_ids,
-              "domains": g.domains, "item_ids": g.item_ids, "rows": g.rows.tolist()} for g in groups]
-    ds = ray.data.from_items(items).repartition(target_num_rows_per_block=e.batch_users)
-    ds = ds.map_batches(ScoreActor, fn_constructor_kwargs={"model_dir": mdir, "max_history_items": max_history,
-                                                           "threads": e.threads_per_actor},
-                        batch_size=e.batch_users, batch_format="numpy", num_cpus=e.num_cpus_per_actor,
-                        num_gpus=session.gpus_per_actor(e.num_gpus_per_actor),
-                        compute=ray.data.ActorPoolStrategy(size=e.concurrency))
     scores = np.full(n_pairs, np.nan)
+    if not records:
+        return scores
+    ds = ray.data.from_items(records).repartition(target_num_rows_per_block=e.batch_users)
+    ds = ds.map_batches(actor, fn_constructor_kwargs=kwargs, batch_size=e.batch_users, batch_format="numpy",
+                        num_cpus=e.num_cpus_per_actor, num_gpus=session.gpus_per_actor(e.num_gpus_per_actor),
+                        compute=ray.data.ActorPoolStrategy(size=e.concurrency))
     for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
         scores[batch["row"]] = batch["score"]
     return scores
 
 
-def dataset_path(cfg: Config, name: str) -> str:
-    return name if name.endswith(".parquet") else storage.join(cfg.data.output, "eval", f"{name}.parquet")
+def group_records(groups: list[UserGroup]) -> list[dict]:
+    return [{"user_id": g.user_id, "history_domains": g.history_domains, "history_item_ids": g.history_item_ids,
+             "domains": g.domains, "item_ids": g.item_ids, "rows": g.rows.tolist()} for g in groups]
+
+
+def llm_subset(groups: list[UserGroup], max_users: int) -> list[UserGroup]:
+    """A reproducible sample of users (by a hash of the user id; all when max_users is 0)."""
+    if not max_users or len(groups) <= max_users:
+        return groups
+    key = lambda g: hashlib.blake2b(g.user_id.encode(), digest_size=8).digest()  # noqa: E731
+    return sorted(sorted(groups, key=key)[:max_users], key=lambda g: g.rows[0])
+
+
+def llm_records(groups: list[UserGroup], texts: dict) -> tuple[list[dict], dict]:
+    """Users' texts for the LLM; items without a text are counted and left out (candidates: unscored)."""
+    errors = {"unknown_history_items": 0, "unknown_candidates": 0}
+    records = []
+    for g in groups:
+        hist = [texts.get(k) for k in zip(g.history_domains, g.history_item_ids)]
+        cand = [texts.get(k) for k in zip(g.domains, g.item_ids)]
+        errors["unknown_history_items"] += sum(h is None for h in hist)
+        errors["unknown_candidates"] += sum(c is None for c in cand)
+        ok = [i for i, c in enumerate(cand) if c is not None]
+        if ok:
+            records.append({"history_texts": [h for h in hist if h is not None], "texts": [cand[i] for i in ok],
+                            "rows": g.rows[ok].tolist()})
+    return records, errors
+
+
+def resolve_dataset(cfg: Config, name: str, mdir: str, meta: dict, log) -> recbench.Dataset:
+    """A name under the run's corpus eval/, a .parquet of pairs, or a RecBench-style directory."""
+    embeddings = meta["tokenizer"]["embedding"]["output"]
+    items = storage.join(meta["corpus"], "items.parquet")
+    if name.endswith(".parquet"):
+        return recbench.Dataset(name.rsplit("/", 1)[-1].removesuffix(".parquet"), name, mdir, embeddings, items, {})
+    if recbench.is_directory(name):
+        label = name.rstrip("/").rsplit("/", 1)[-1]
+        return recbench.prepare(cfg, name, storage.join(cfg.eval.output, "datasets", label), meta, log)
+    path = storage.join(meta["corpus"], "eval", f"{name}.parquet")
+    if not storage.exists(path):
+        raise FileNotFoundError(f"eval dataset {name!r}: no {path}, and not a .parquet file or a RecBench directory "
+                                "(items.parquet, users.parquet, test.parquet)")
+    return recbench.Dataset(name, path, mdir, embeddings, items, {})
+
+
+def _method_metrics(labels, users, s) -> dict:
+    ok = ~np.isnan(s)
+    return {"auc": metrics.auc(labels[ok], s[ok]), "gauc": metrics.gauc(users[ok], labels[ok], s[ok]),
+            "scored_pairs": int(ok.sum()), "unscored_pairs": int((~ok).sum())}
 
 
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
@@ -81,51 +145,70 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         log(storage.open_binary(storage.join(out, RESULTS_MD)).read().decode())
         return finished
     mdir = model_dir(e.model or cfg.pretrain.output)
+    models = {"recbase": mdir, **({"recbase_finetuned": model_dir(e.finetuned)} if e.finetuned else {})}
     meta = storage.read_json(storage.join(mdir, "recbase.json"))
     t = meta["vocab"]["tokens_per_item"]
     max_history = e.max_history_items or (meta["block_len"] - 1) // t - 1  # leave room for the candidate
     session.init()
-    table = None
-    if "text_similarity" in e.baselines:
-        domains, item_ids, vectors = load_embeddings(meta["tokenizer"]["embedding"]["output"])
-        table = baselines.EmbeddingTable(domains, item_ids, vectors)
-    results: dict = {"model": mdir, "max_history_items": max_history, "datasets": {}}
+    if "llm" in e.baselines:
+        llm.resolve(e.llm)  # a builtin GGUF is converted once here, not by every actor
+    results: dict = {"model": mdir, "models": models, "max_history_items": max_history, "datasets": {}}
     t0 = time.perf_counter()
     for name in e.datasets:
-        label = name.rsplit("/", 1)[-1].removesuffix(".parquet")
-        pairs = storage.read_parquet(dataset_path(cfg, name)).to_pandas()
+        ds = resolve_dataset(cfg, name, mdir, meta, log)
+        pairs = storage.read_parquet(ds.pairs_path).to_pandas()
         groups = group_pairs(pairs)
+        entry: dict = {"pairs": len(pairs), "users": len(groups), "clicks": int(pairs["click"].sum()),
+                       "methods": {}, "errors": {"dataset": ds.errors}, "seconds": {}}
+        results["datasets"][ds.label] = entry
         if not groups:
-            log(f"[eval] {label}: no evaluation pairs; nothing to score")
-            results["datasets"][label] = {"pairs": 0, "users": 0, "clicks": 0, "methods": {}, "errors": {}}
+            log(f"[eval] {ds.label}: no evaluation pairs; nothing to score")
             continue
         labels, users = pairs["click"].to_numpy(), pairs["user_id"].to_numpy()
-        t1 = time.perf_counter()
-        method_scores = {"recbase": score_with_ray(cfg, mdir, groups, len(pairs), max_history)}
-        seconds = {"recbase": time.perf_counter() - t1}
-        errors = {}
+        index = ItemIndex.load(ds.index_dir)
+        entry["errors"]["recbase"] = {
+            "unknown_history_items": int(sum((index.rows(g.history_domains, g.history_item_ids) < 0).sum() for g in groups)),
+            "unknown_candidates": int((index.rows(pairs["domain"], pairs["item_id"]) < 0).sum())}
+        scores = {}
+        for m, path in models.items():
+            t1 = time.perf_counter()
+            scores[m] = score_with_ray(cfg, ScoreActor, {"model_dir": path, "index_dir": ds.index_dir,
+                                                         "max_history_items": max_history, "threads": e.threads_per_actor},
+                                       group_records(groups), len(pairs))
+            entry["seconds"][m] = round(time.perf_counter() - t1, 2)
         if "popularity" in e.baselines:
-            method_scores["popularity"] = baselines.popularity(groups, len(pairs))
-        if table is not None:
-            method_scores["text_similarity"], errors["text_similarity"] = baselines.text_similarity(groups, len(pairs), table)
-        entry = {"pairs": len(pairs), "users": len(groups), "clicks": int(labels.sum()), "methods": {}, "errors": errors}
-        for m, s in method_scores.items():
-            missing = np.isnan(s)
-            ok = ~missing
-            entry["methods"][m] = {"auc": metrics.auc(labels[ok], s[ok]), "gauc": metrics.gauc(users[ok], labels[ok], s[ok]),
-                                   "scored_pairs": int(ok.sum()), "unscored_pairs": int(missing.sum())}
-        entry["methods"]["recbase"]["seconds"] = round(seconds["recbase"], 2)
-        entry["methods"]["recbase"]["pairs_per_s"] = round(len(pairs) / seconds["recbase"], 1)
-        results["datasets"][label] = entry
-        log(f"[eval] {label}: {len(pairs):,} pairs from {len(groups):,} users; RecBase AUC "
-            f"{entry['methods']['recbase']['auc']:.4f} ({entry['methods']['recbase']['pairs_per_s']:,.0f} pairs/s)")
+            scores["popularity"] = baselines.popularity(groups, len(pairs))
+        if "text_similarity" in e.baselines:
+            table = baselines.EmbeddingTable(*load_embeddings(ds.embeddings))
+            scores["text_similarity"], entry["errors"]["text_similarity"] = baselines.text_similarity(groups, len(pairs), table)
+        subset = None
+        if "llm" in e.baselines:
+            items = storage.read_parquet(ds.items_path, columns=["domain", "item_id", "text"]).to_pandas()
+            texts = dict(zip(zip(items["domain"], items["item_id"]), items["text"]))
+            chosen = llm_subset(groups, e.llm_max_users)
+            records, entry["errors"]["llm"] = llm_records(chosen, texts)
+            t1 = time.perf_counter()
+            scores["llm"] = score_with_ray(cfg, LLMActor, {"name": e.llm, "max_history_items": e.llm_max_history_items,
+                                                           "threads": e.threads_per_actor}, records, len(pairs))
+            entry["seconds"]["llm"] = round(time.perf_counter() - t1, 2)
+            subset = ~np.isnan(scores["llm"])
+        for m, s in scores.items():
+            entry["methods"][m] = _method_metrics(labels, users, s)
+        for m, sec in entry["seconds"].items():
+            entry["methods"][m]["pairs_per_s"] = round(entry["methods"][m]["scored_pairs"] / max(sec, 1e-9), 1)
+        if subset is not None and subset.sum() < len(pairs):
+            # the LLM scores a sample of users: every method again on exactly those pairs
+            entry["llm_subset"] = {"pairs": int(subset.sum()), "users": len(set(users[subset])), "methods": {
+                m: _method_metrics(labels[subset], users[subset], s[subset]) for m, s in scores.items()}}
+        log(f"[eval] {ds.label}: {len(pairs):,} pairs from {len(groups):,} users; "
+            + ", ".join(f"{m} AUC {r['auc']:.4f}" for m, r in entry["methods"].items()))
     results["seconds"] = round(time.perf_counter() - t0, 1)
     md = report.markdown(results)
     storage.write_json(results, storage.join(out, RESULTS_JSON))
     storage.write_bytes(md.encode(), storage.join(out, RESULTS_MD))
     report.plot(results, storage.join(out, RESULTS_PNG))
     manifest = {"files": {"results": RESULTS_JSON, "table": RESULTS_MD, "chart": RESULTS_PNG},
-                "model": mdir, "config": to_dict(e), "summary": {
+                "model": mdir, "models": models, "config": to_dict(e), "summary": {
                     n: {m: round(r["auc"], 4) for m, r in d["methods"].items()} for n, d in results["datasets"].items()}}
     storage.write_json(manifest, storage.join(out, MANIFEST))
     log(md)

@@ -3,6 +3,7 @@ running the rank-agnostic DeepSpeed loop (``recbase.train.loop``); the driver th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -47,12 +48,27 @@ def _select_users(batch: pa.Table, validation: bool, fraction: float, seed: int)
     return batch.filter(pa.array(val if validation else ~val))
 
 
+def tokenizer_dir(cfg: Config) -> str:
+    """Where the concept-ID map comes from: the model fine-tuning starts from, else the tokenizer stage."""
+    return cfg.pretrain.init_from or cfg.tokenizer.output
+
+
+def tokenizer_manifest(path: str) -> dict:
+    """A tokenizer stage's manifest, or the one an exported model carries in recbase.json."""
+    if storage.exists(storage.join(path, "manifest.json")):
+        return storage.read_json(storage.join(path, "manifest.json"))
+    if storage.exists(storage.join(path, "recbase.json")):
+        return storage.read_json(storage.join(path, "recbase.json"))["tokenizer"]
+    raise FileNotFoundError(f"{path}: no tokenizer (manifest.json) and no exported model (recbase.json); "
+                            "run jobs/train_tokenizer.py first")
+
+
 def blocks(cfg: Config, validation: bool) -> "ray.data.Dataset":
     p = cfg.pretrain
-    ds = ray.data.read_parquet(storage.join(cfg.data.output, HISTORIES), num_cpus=IO_CPUS)
+    ds = ray.data.read_parquet(p.histories or storage.join(cfg.data.output, HISTORIES), num_cpus=IO_CPUS)
     ds = ds.map_batches(_select_users, fn_kwargs={"validation": validation, "fraction": p.val_fraction,
                                                   "seed": p.seed}, batch_format="pyarrow", num_cpus=IO_CPUS)
-    return ds.map_batches(_to_blocks, fn_kwargs={"tokenizer_dir": cfg.tokenizer.output, "block_len": p.block_len},
+    return ds.map_batches(_to_blocks, fn_kwargs={"tokenizer_dir": tokenizer_dir(cfg), "block_len": p.block_len},
                           batch_size=BLOCK_ROWS, batch_format="numpy", num_cpus=0.25)
 
 
@@ -119,10 +135,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     if done is not None and done.get("steps") == p.max_steps:
         log(f"[pretrain] {out} is complete (manifest.json, {p.max_steps} steps); set pretrain.force=true to redo")
         return done
-    tok_manifest_path = storage.join(cfg.tokenizer.output, "manifest.json")
-    if not storage.exists(tok_manifest_path):
-        raise FileNotFoundError(f"{tok_manifest_path}: no tokenizer; run jobs/train_tokenizer.py first")
-    tok_manifest = storage.read_json(tok_manifest_path)
+    tok_manifest = tokenizer_manifest(tokenizer_dir(cfg))
     vocab = Vocab.from_manifest(tok_manifest)
     t0 = time.perf_counter()
     session.init()
@@ -148,7 +161,8 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     trainer = TorchTrainer(
         _worker,
         # workers run in their own directories: local paths are made absolute (one node, or shared storage)
-        train_loop_config={"cfg": p, "vocab_size": vocab.size, "output": _storage_path(out)},
+        train_loop_config={"cfg": dataclasses.replace(p, init_from=_storage_path(p.init_from) if p.init_from else ""),
+                           "vocab_size": vocab.size, "output": _storage_path(out)},
         scaling_config=ScalingConfig(num_workers=p.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": p.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
         run_config=RunConfig(name=p.name, storage_path=_storage_path(p.run_storage),
@@ -166,7 +180,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     params = decoder.count_parameters(model)
     final = history[-1]
     model_dir = storage.join(out, loop.HF_DIR)
-    with storage.open_binary(storage.join(cfg.tokenizer.output, "concept_ids.parquet")) as f:
+    with storage.open_binary(storage.join(tokenizer_dir(cfg), "concept_ids.parquet")) as f:
         storage.write_bytes(f.read(), storage.join(model_dir, "concept_ids.parquet"))
     storage.write_json({"vocab": vocab.to_dict(), "tokenizer": tok_manifest, "block_len": p.block_len,
                         "corpus": cfg.data.output}, storage.join(model_dir, "recbase.json"))
@@ -185,7 +199,8 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         "tokens_per_s": final.get("tokens_per_s"),
         "files": {"model": loop.HF_DIR, "history": loop.HISTORY, "loss_png": "loss.png"},
         "checkpoints": run_dir,
-        "tokenizer": cfg.tokenizer.output,
+        "tokenizer": tokenizer_dir(cfg),
+        "histories": p.histories or storage.join(cfg.data.output, HISTORIES),
         "config": to_dict(p),
         "seconds": round(seconds, 1),
     }

@@ -6,6 +6,7 @@ import time
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import pyarrow.compute as pc
 import ray
 
@@ -38,6 +39,19 @@ def _fit_task(cfg: TokenizerConfig, embed_output: str) -> tuple[dict, float]:
     return fit_and_save(x, cfg, device=device, progress=True), input_var
 
 
+def assign_codes(tokenizer_dir: str, embed_output: str, concurrency: int) -> "pd.DataFrame":
+    """Every embedded item's concept IDs from a trained tokenizer (Ray Data over an actor pool):
+    columns domain, item_id, codes, sq_error."""
+    ds = ray.data.read_parquet(storage.join(embed_output, SHARDS), num_cpus=IO_CPUS)
+    ds = ds.select_columns(["domain", "item_id", "embedding"]).repartition(target_num_rows_per_block=ASSIGN_BATCH)
+    ds = ds.map_batches(
+        AssignCodes, fn_constructor_kwargs={"tokenizer_dir": tokenizer_dir, "threads": 1},
+        batch_size=ASSIGN_BATCH, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=concurrency),
+        num_cpus=0.5,
+    )
+    return ds.to_pandas()
+
+
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     t, out = cfg.tokenizer, cfg.tokenizer.output
     manifest_path = storage.join(out, MANIFEST)
@@ -56,14 +70,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     log(f"[tokenizer] trained {t.kind} {t.levels}x{t.codebook_size} in {training['seconds']} s")
 
     t1 = time.perf_counter()
-    ds = ray.data.read_parquet(storage.join(cfg.embed.output, SHARDS), num_cpus=IO_CPUS)
-    ds = ds.select_columns(["domain", "item_id", "embedding"]).repartition(target_num_rows_per_block=ASSIGN_BATCH)
-    ds = ds.map_batches(
-        AssignCodes, fn_constructor_kwargs={"tokenizer_dir": out, "threads": 1},
-        batch_size=ASSIGN_BATCH, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=t.assign_concurrency),
-        num_cpus=0.5,
-    )
-    assigned = ds.to_pandas()
+    assigned = assign_codes(out, cfg.embed.output, t.assign_concurrency)
     assign_seconds = time.perf_counter() - t1
     context = {
         "embedding": {"output": cfg.embed.output, "model": embed_manifest["model"], "dim": embed_manifest["dim"],

@@ -125,7 +125,14 @@ def train(cfg: PretrainConfig, vocab_size: int, ctx: TrainContext, export_to: st
     if cfg.threads_per_worker > 0:
         torch.set_num_threads(cfg.threads_per_worker)
     rank0 = ctx.world_rank == 0
-    model = decoder.build(cfg.model, vocab_size)
+    if cfg.init_from:  # fine-tuning: the exported weights, same vocabulary
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+        if model.config.vocab_size != vocab_size:
+            raise ValueError(f"{cfg.init_from} has {model.config.vocab_size} tokens, the concept-ID map {vocab_size}")
+    else:
+        model = decoder.build(cfg.model, vocab_size)
     bf16 = use_bf16(cfg.precision, ctx.device)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer(model, cfg),

@@ -1,0 +1,78 @@
+"""Fine-tuning (the paper's Table 3): continue training the pretrained model on a target domain's
+sequences through the same Ray Train + DeepSpeed path, then score zero-shot and fine-tuned side by side.
+
+The sequences are the evaluation dataset's own histories: for every evaluated user, what precedes their
+candidates. No candidate is ever a training target, so the comparison measures in-domain adaptation,
+not memorised labels (``sequences_hold_no_candidate`` checks it on every run).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+import pyarrow as pa
+
+from recbase import storage
+from recbase.config import Config
+from recbase.data.schema import HISTORIES
+from recbase.launch import evaluate, pretrain
+
+MANIFEST = "manifest.json"
+
+
+def histories(pairs) -> pa.Table:
+    """One row per (user, history) of the pairs table (a user evaluated in two domains has two)."""
+    key = pairs["user_id"].astype(str) + "\x1f" + pairs["history_item_ids"].map(lambda h: "\x1e".join(map(str, h)))
+    first = pairs.loc[~key.duplicated()]
+    return pa.Table.from_pydict({
+        "user_id": first["user_id"].astype(str).tolist(),
+        "domains": [list(d) for d in first["history_domains"]],
+        "item_ids": [list(i) for i in first["history_item_ids"]],
+        "timestamps": [list(range(len(i))) for i in first["history_item_ids"]],  # order only
+    }, schema=HISTORIES)
+
+
+def sequences_hold_no_candidate(pairs, table: pa.Table) -> int:
+    """How many (user, candidate) pairs appear in that user's training sequence (must be 0 unless the
+    dataset itself repeats an item after the history)."""
+    seq: dict[str, set] = {}
+    for u, d, i in zip(table.column("user_id").to_pylist(), table.column("domains").to_pylist(),
+                       table.column("item_ids").to_pylist()):
+        seq.setdefault(u, set()).update(zip(d, i))
+    return sum((d, i) in seq.get(u, ()) for u, d, i in zip(pairs["user_id"], pairs["domain"], pairs["item_id"]))
+
+
+def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
+    f, out = cfg.finetune, cfg.finetune.output
+    finished = storage.completed(storage.join(out, MANIFEST), f.force, "finetune", log)
+    if finished is not None:
+        log(storage.open_binary(storage.join(out, "eval", evaluate.RESULTS_MD)).read().decode())
+        return finished
+    if f.steps < 1:
+        raise ValueError("finetune.steps is 0: nothing to fine-tune; set finetune.steps")
+    mdir = evaluate.model_dir(f.model or cfg.pretrain.output)
+    meta = storage.read_json(storage.join(mdir, "recbase.json"))
+    ds = evaluate.resolve_dataset(cfg, f.dataset, mdir, meta, log)
+    if ds.index_dir != mdir:
+        raise ValueError(f"finetune.dataset {f.dataset!r} has items outside the model's concept-ID map; fine-tuning "
+                         "needs a dataset of the run's corpus")
+    pairs = storage.read_parquet(ds.pairs_path).to_pandas()
+    table = histories(pairs)
+    overlap = sequences_hold_no_candidate(pairs, table)
+    path = storage.join(out, "data", "histories.parquet")
+    storage.write_parquet(table, path)
+    log(f"[finetune] {ds.label}: {table.num_rows:,} users' histories ({sum(map(len, table.column('item_ids').to_pylist())):,} "
+        f"items) as training sequences; candidates among them: {overlap}")
+    p = replace(cfg.pretrain, init_from=mdir, histories=path, output=storage.join(out, "model"), max_steps=f.steps,
+                lr=f.lr, warmup_steps=f.warmup_steps, val_fraction=f.val_fraction, name="finetune", storage_path="",
+                eval_every=min(cfg.pretrain.eval_every, f.steps), checkpoint_every=min(cfg.pretrain.checkpoint_every, f.steps),
+                force=f.force)
+    trained = pretrain.run(replace(cfg, data=replace(cfg.data, output=meta["corpus"]), pretrain=p), log)
+    e = replace(cfg.eval, model=mdir, finetuned=p.output, datasets=(f.dataset,), baselines=f.baselines,
+                output=storage.join(out, "eval"), force=True)
+    results = evaluate.run(replace(cfg, eval=e), log)
+    manifest = {"dataset": ds.label, "model": mdir, "finetuned": storage.join(p.output, "model"),
+                "sequences": {"users": table.num_rows, "candidates_in_sequences": overlap, "path": path},
+                "steps": trained["steps"], "val_loss": trained["val_loss"], "summary": results["summary"]}
+    storage.write_json(manifest, storage.join(out, MANIFEST))
+    return manifest
