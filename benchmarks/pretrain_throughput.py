@@ -17,15 +17,14 @@ import os
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 from assign_throughput import matmul_rate
 from recbase import config, storage
 from recbase.data import sequences
 from recbase.model import decoder
-from recbase.model.vocab import PAD, ItemIndex
-from recbase.train.loop import lr_factor
+from recbase.model.vocab import ItemIndex
+from recbase.train import plain
 
 
 def all_blocks(cfg, index: ItemIndex) -> dict:
@@ -86,31 +85,10 @@ def steady(history: list[dict], warmup: int, log_every: int, tokens_per_step: in
 
 
 def plain_loop(cfg, index: ItemIndex, blocks: dict, steps: int, warmup: int) -> float:
-    """A single-process PyTorch loop (AdamW, warmup + cosine, clipping): steady-state tokens/s."""
-    p = cfg.pretrain
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(blocks["input_ids"]))
-    torch.manual_seed(0)
-    torch.set_num_threads(p.threads_per_worker)
-    model = decoder.build(p.model, index.vocab.size)
-    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=p.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, p))
-    b = p.micro_batch_size
-    tokens, t0 = 0, None
-    for step in range(steps):
-        if step == warmup:
-            tokens, t0 = 0, time.perf_counter()
-        rows = order[(step * b) % len(order):][:b]
-        ids = torch.as_tensor(blocks["input_ids"][rows]).long()  # [B, T]
-        labels = torch.as_tensor(blocks["labels"][rows]).long()  # [B, T]
-        loss = model(input_ids=ids, attention_mask=(ids != PAD).long(), labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        tokens += ids.numel()
-    return tokens / (time.perf_counter() - t0)
+    """A single-process PyTorch loop (``recbase.train.plain``): steady-state tokens/s after ``warmup`` steps."""
+    _, history = plain.train(cfg.pretrain, index.vocab.size, blocks, steps)
+    rows = history[warmup:]
+    return sum(h["tokens"] for h in rows) / sum(h["seconds"] for h in rows)
 
 
 def ray_run(cfg_path: str, overrides: list[str], steps: int, warmup: int, out: str) -> tuple[float, float]:

@@ -111,3 +111,56 @@ def default_tokenized(tmp_path_factory, default_corpus, ray_session):
     embed.run(cfg, log=lambda s: None)
     tokenize.run(cfg, log=lambda s: None)
     return overrides
+
+
+def train_workers() -> list:
+    """This machine's Ray Train worker processes (Ray titles them ``ray::RayTrainWorker...``)."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if cmd.startswith("ray::RayTrainWorker"):
+            out.append(p)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pretrained_run(tmp_path_factory, default_tokenized, ray_session):
+    """A real pretraining run on the default corpus (2 workers, ZeRO-2) with one worker SIGKILLed after its
+    second checkpoint: the kill test checks the recovery, the evaluation tests use the exported model."""
+    import glob
+    import signal
+    import threading
+    import time
+
+    from recbase.launch import pretrain
+
+    out = tmp_path_factory.mktemp("pretrained") / "pt"
+    cfg = config.load(REPO / "jobs/configs/default.yaml", default_tokenized + [
+        f"pretrain.output={out}", "pretrain.num_workers=2", "pretrain.cpus_per_worker=0.5",
+        "pretrain.threads_per_worker=1", "pretrain.zero_stage=2", "pretrain.max_steps=30",
+        "pretrain.block_len=128", "pretrain.micro_batch_size=8", "pretrain.warmup_steps=5",
+        "pretrain.log_every=5", "pretrain.eval_every=20", "pretrain.checkpoint_every=10"])
+    killed: dict = {}
+
+    def kill_after_second_checkpoint():
+        # a checkpoint directory on disk may not be registered yet; once the second one is written, the
+        # first has been reported by every rank (report is a barrier), so a restart has one to resume from
+        deadline = time.time() + 600
+        while time.time() < deadline and not killed:
+            if len(glob.glob(str(out / "ray/pretrain/checkpoint_*/state"))) >= 2:
+                workers = train_workers()
+                if len(workers) == 2:
+                    victim = workers[-1]
+                    killed.update(pid=victim.pid, at=time.time())
+                    os.kill(victim.pid, signal.SIGKILL)
+                    return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_after_second_checkpoint, daemon=True)
+    killer.start()
+    t0 = time.time()
+    m = pretrain.run(cfg, log=lambda s: None)
+    killer.join(timeout=5)
+    return {"out": out, "manifest": m, "killed": killed, "t0": t0, "seconds": time.time() - t0, "cfg": cfg, "overrides": list(default_tokenized)}

@@ -77,5 +77,17 @@ def test_every_yaml_in_the_repo_loads(path):
     raw = yaml.safe_load(path.read_text())
     if path.parts[-3:-1] == ("jobs", "configs"):
         config.load(path)  # a run config: the full typed loader, unknown keys rejected
+    elif path.parts[-2] == "tune":
+        from recbase.sweep import spec
+
+        for smoke in (False, True):  # a sweep: its own loader, and every trial's run config
+            sweep = spec.load(path, smoke=smoke)
+            for t in sweep.trials():
+                config.load(REPO / sweep.config, t["overrides"])
     else:
         assert isinstance(raw, dict)
+
+
+def test_yes_no_choices_survive_yamls_boolean_reading():
+    assert config.load(None, ["pretrain.use_gpu=yes"]).pretrain.use_gpu == "yes"
+    assert config.load(None, ["pretrain.use_gpu=no"]).pretrain.use_gpu == "no"

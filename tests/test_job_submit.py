@@ -61,7 +61,8 @@ def test_pipeline_then_pretrain_jobs_submitted_to_a_local_head(ray_head, tmp_pat
         f"pretrain.output={out}/pretrain", "pretrain.zero_stage=3", "pretrain.block_len=32",
         "pretrain.micro_batch_size=2", "pretrain.val_fraction=0.3", "pretrain.warmup_steps=2",
         "pretrain.log_every=3", "pretrain.eval_every=3", "pretrain.checkpoint_every=3",
-        f"eval.output={out}/eval", "eval.concurrency=1",
+        f"eval.output={out}/eval", "eval.concurrency=1", "eval.baselines=[popularity, text_similarity]",
+        "finetune.steps=0",  # the LLM baseline and fine-tuning have their own tests (test_eval_e2e)
     ]
     res, seconds = submit(address, env, "jobs/pipeline.py", *common, "pretrain.max_steps=6")
     print(f"pipeline job: {seconds:.0f} s")

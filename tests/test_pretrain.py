@@ -1,9 +1,4 @@
 """Pretraining under Ray Train + DeepSpeed for real: a worker killed mid-run, resume, HF export."""
-import glob
-import os
-import signal
-import threading
-import time
 
 import numpy as np
 import psutil
@@ -19,45 +14,8 @@ from recbase.model.vocab import BOS, ItemIndex
 pytestmark = pytest.mark.slow
 
 
-def train_workers() -> list[psutil.Process]:
-    """This machine's Ray Train worker processes (Ray titles them ``ray::RayTrainWorker...``)."""
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if cmd.startswith("ray::RayTrainWorker"):
-            out.append(p)
-    return out
-
-
-def test_worker_killed_mid_run_resumes_from_checkpoint_and_exports(tmp_path, default_tokenized, ray_session):
-    out = tmp_path / "pt"
-    cfg = config.load(REPO / "jobs/configs/default.yaml", default_tokenized + [
-        f"pretrain.output={out}", "pretrain.num_workers=2", "pretrain.cpus_per_worker=0.5",
-        "pretrain.threads_per_worker=1", "pretrain.zero_stage=2", "pretrain.max_steps=40",
-        "pretrain.block_len=128", "pretrain.micro_batch_size=8", "pretrain.warmup_steps=5",
-        "pretrain.log_every=5", "pretrain.eval_every=20", "pretrain.checkpoint_every=10"])
-    killed: dict = {}
-
-    def kill_after_second_checkpoint():
-        # a checkpoint directory on disk may not be registered yet; once the second one is written, the
-        # first has been reported by every rank (report is a barrier), so a restart has one to resume from
-        deadline = time.time() + 600
-        while time.time() < deadline and not killed:
-            if len(glob.glob(str(out / "ray/pretrain/checkpoint_*/state"))) >= 2:
-                workers = train_workers()
-                if len(workers) == 2:
-                    victim = workers[-1]
-                    killed.update(pid=victim.pid, at=time.time())
-                    os.kill(victim.pid, signal.SIGKILL)
-                    return
-            time.sleep(0.2)
-
-    killer = threading.Thread(target=kill_after_second_checkpoint, daemon=True)
-    killer.start()
-    t0 = time.time()
-    messages = []
-    m = pretrain.run(cfg, log=messages.append)
-    killer.join(timeout=5)
+def test_worker_killed_mid_run_resumes_from_checkpoint_and_exports(pretrained_run):
+    out, m, killed, t0, cfg = (pretrained_run[k] for k in ("out", "manifest", "killed", "t0", "cfg"))
     assert killed, "no worker was killed: the run ended before its second checkpoint"
     assert not psutil.pid_exists(killed["pid"]) or psutil.Process(killed["pid"]).status() == psutil.STATUS_ZOMBIE
 
@@ -65,14 +23,14 @@ def test_worker_killed_mid_run_resumes_from_checkpoint_and_exports(tmp_path, def
     for h in history:
         print(f"attempt {h['attempt']} step {h['step']:>3} loss {h['loss']:.4f}"
               + (f" val {h['val_loss']:.4f}" if "val_loss" in h else ""))
-    print(f"killed worker pid {killed['pid']} {killed['at'] - t0:.1f} s into the run; total {time.time() - t0:.1f} s")
+    print(f"killed worker pid {killed['pid']} {killed['at'] - t0:.1f} s into the run; total {pretrained_run['seconds']:.1f} s")
     steps = [h["step"] for h in history]
-    assert steps == list(range(5, 41, 5))  # every step once: nothing trained twice, nothing skipped
+    assert steps == list(range(5, 31, 5))  # every step once: nothing trained twice, nothing skipped
     before = [h for h in history if h["attempt"] == 0]
     after = [h for h in history if h["attempt"] == 1]
-    assert before and after and before[-1]["step"] in (10, 20, 30) and after[0]["step"] == before[-1]["step"] + 5
+    assert before and after and before[-1]["step"] in (10, 20) and after[0]["step"] == before[-1]["step"] + 5
     assert after[-1]["loss"] < before[0]["loss"]  # training went on from the checkpoint, not from scratch
-    assert m["steps"] == 40 and np.isfinite(m["val_loss"])
+    assert m["steps"] == 30 and np.isfinite(m["val_loss"])
     assert m["baselines"]["unigram_val_loss"] < m["baselines"]["uniform_val_loss"]
     assert (out / "loss.png").stat().st_size > 10_000
 

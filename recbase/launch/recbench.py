@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from recbase import storage
-from recbase.config import Config, DataConfig, EmbedConfig, SourceConfig, SplitConfig
+from recbase.config import Config, DataConfig, SourceConfig, SplitConfig
 from recbase.data.corpus import prepare as prepare_corpus
 from recbase.launch import embed as embed_stage
 from recbase.launch.tokenize import assign_codes

@@ -98,8 +98,10 @@ def train(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     progress: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> tuple[CLVAE, TrainLog]:
-    """Train a CL-VAE on ``embeddings`` [N, E]."""
+    """Train a CL-VAE on ``embeddings`` [N, E]; ``on_epoch`` sees each epoch's row (e.g. to report it
+    to Ray Tune, whose scheduler may stop the trial there by raising)."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     # the embeddings stay in host memory (4.5M x 4096 floats is 74 GB); batches move to the device
@@ -160,6 +162,8 @@ def train(
                 _reinit_dead(model, opt, counts, last_residuals, cfg, gen, epoch, history)
             history.epochs.append(row)
             epoch += 1
+            if on_epoch is not None:
+                on_epoch(row)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(levels=active, loss=f"{row['loss']:.4f}", util=f"{min(row['utilization']):.2f}")

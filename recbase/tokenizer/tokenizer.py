@@ -26,12 +26,13 @@ class Tokenizer:
 
     @classmethod
     def fit(cls, x: np.ndarray, cfg: TokenizerConfig, device: str = "cpu",
-            log: Callable[[str], None] = print, progress: bool = False) -> "Tokenizer":
+            log: Callable[[str], None] = print, progress: bool = False,
+            on_epoch: Callable[[dict], None] | None = None) -> "Tokenizer":
         x = np.asarray(x, dtype=np.float32)
         if cfg.kind == "rqkmeans":
             tok = cls(cfg, x.shape[1], RQKMeans(cfg.levels, cfg.codebook_size, cfg.seed).fit(x))
             return tok
-        model, train_log = clvae.train(x, cfg, device=device, log=log, progress=progress)
+        model, train_log = clvae.train(x, cfg, device=device, log=log, progress=progress, on_epoch=on_epoch)
         tok = cls(cfg, x.shape[1], model.cpu())
         tok.train_log = train_log
         return tok

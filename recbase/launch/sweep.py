@@ -1,0 +1,147 @@
+"""Sweeps on Ray Tune: one trial per (axes point, variant, seed), resources per trial from the sweep file,
+ASHA on the tokenizer's per-epoch loss when asked, results in ``storage_path`` (local or s3://), and an
+interrupted sweep resumed with ``Tuner.restore``. The trial itself is ``recbase.sweep.trial`` (no Ray)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import replace
+from typing import Callable
+
+from ray import tune
+
+from recbase import config as config_mod
+from recbase import storage
+from recbase.data.corpus import prepare as prepare_corpus
+from recbase.launch import embed, session
+from recbase.launch.tokenize import load_embeddings
+from recbase.sweep import report
+from recbase.sweep.spec import SweepConfig
+
+MANIFEST = "manifest.json"
+
+
+def _abs(path: str) -> str:
+    return path if storage.is_remote(path) else os.path.abspath(path)
+
+
+def _trainable(params: dict, cfgs: list, embeddings: dict, sweep: SweepConfig) -> None:
+    import tempfile
+
+    import torch
+
+    from recbase.sweep import trial
+
+    torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
+    i = params["trial"]
+    cfg = cfgs[i]
+    domains, item_ids, x = embeddings[cfg.embed.output]
+    last: dict = {}
+
+    def report_epoch(m: dict) -> None:
+        last.update(m)
+        tune.report(m)
+
+    out = trial.run(cfg, domains, item_ids, x, report=report_epoch,
+                    downstream_steps=sweep.downstream_steps if sweep.downstream else 0,
+                    downstream_users=sweep.downstream_users)
+    with tempfile.TemporaryDirectory() as d:  # the trial's result lives in the sweep's storage
+        with open(os.path.join(d, "metrics.json"), "w") as f:
+            json.dump(out, f)
+        tune.report({**last, "result_json": json.dumps(out)}, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def _inputs(cfgs: list, log) -> dict:
+    """Each distinct corpus/embedding the trials read exists (the stages run if not; complete ones are
+    skipped), and is loaded once: embed output -> (domains, item_ids, embeddings)."""
+    out = {}
+    for cfg in cfgs:
+        if cfg.embed.output in out:
+            continue
+        prepare_corpus(cfg.data, log)
+        embed.run(cfg, log)
+        out[cfg.embed.output] = load_embeddings(cfg.embed.output)
+    return out
+
+
+def run(sweep: SweepConfig, log: Callable[[str], None] = print) -> dict:
+    out = sweep.output
+    finished = storage.completed(storage.join(out, MANIFEST), sweep.force, "sweep", log)
+    if finished is not None:
+        log(storage.open_binary(storage.join(out, "table.md")).read().decode())
+        return finished
+    trials = sweep.trials()
+    cfgs = []
+    for t in trials:  # every trial's config is checked before anything runs
+        cfg = config_mod.load(sweep.config, t["overrides"])
+        cfgs.append(replace(cfg, data=replace(cfg.data, output=_abs(cfg.data.output)),
+                            embed=replace(cfg.embed, output=_abs(cfg.embed.output))))
+    session.init()
+    t0 = time.perf_counter()
+    embeddings = _inputs(cfgs, log)
+    log(f"[sweep] {sweep.name}: {len(trials)} trials ({sweep.kind}; {sweep.cpus_per_trial} CPU"
+        f"{f', {sweep.gpus_per_trial} GPU' if sweep.gpus_per_trial else ''} each)")
+
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, cfgs=cfgs, embeddings=embeddings, sweep=sweep),
+        {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial})
+    path = storage.join(_abs(sweep.run_storage), sweep.name)
+    param_space = {"trial": tune.grid_search(list(range(len(trials))))}
+    if not sweep.force and tune.Tuner.can_restore(path):
+        log(f"[sweep] resuming the interrupted sweep in {path}")
+        tuner = tune.Tuner.restore(path, trainable=trainable, param_space=param_space, resume_errored=True)
+    else:
+        scheduler = None
+        if sweep.scheduler == "asha":
+            scheduler = tune.schedulers.ASHAScheduler(time_attr="training_iteration", grace_period=sweep.grace_epochs)
+        tuner = tune.Tuner(
+            trainable, param_space=param_space,
+            tune_config=tune.TuneConfig(scheduler=scheduler, metric="loss" if scheduler else None,
+                                        mode="min" if scheduler else None,
+                                        max_concurrent_trials=sweep.max_concurrent or None),
+            run_config=tune.RunConfig(name=sweep.name, storage_path=_abs(sweep.run_storage),
+                                      failure_config=tune.FailureConfig(max_failures=1)))
+    grid = tuner.fit()
+
+    rows, stopped, failed = [], [], []
+    for result in grid:
+        t = trials[result.config["trial"]]
+        entry = {"variant": t["variant"], "seed": t["seed"], "axes": t["axes"], "overrides": t["overrides"]}
+        if result.error is not None:
+            failed.append({**entry, "error": str(result.error)[:500]})
+        elif "result_json" in (result.metrics or {}):
+            rows.append({**entry, "metrics": json.loads(result.metrics["result_json"])})
+        else:  # stopped by the scheduler
+            stopped.append({**entry, "epochs": (result.metrics or {}).get("training_iteration"),
+                            "loss": (result.metrics or {}).get("loss")})
+    rows.sort(key=lambda r: r["overrides"])
+    files = {"results": "results.json", "table": "table.md"}
+    if sweep.kind == "codebook":
+        table = report.codebook_table(rows)
+        if rows:
+            report.plot_codebook(rows, storage.join(out, "figure2.png"))
+            files["plot"] = "figure2.png"
+    else:
+        order = list(sweep.variants) or [""]
+        table = report.ablation_table(rows, order)
+        if rows:
+            report.plot_ablation(rows, order, storage.join(out, "ablation.png"))
+            files["plot"] = "ablation.png"
+    if stopped:
+        table += f"\n{len(stopped)} trial(s) stopped early by ASHA (not in the table).\n"
+    if failed:
+        table += f"\n{len(failed)} trial(s) FAILED: " + "; ".join(f"{f['variant']} {f['axes']} seed {f['seed']}: {f['error'][:120]}" for f in failed) + "\n"
+    seconds = round(time.perf_counter() - t0, 1)
+    storage.write_json({"sweep": config_mod.to_dict(sweep), "rows": rows, "stopped": stopped, "failed": failed,
+                        "seconds": seconds}, storage.join(out, "results.json"))
+    storage.write_bytes(table.encode(), storage.join(out, "table.md"))
+    manifest = {"name": sweep.name, "kind": sweep.kind, "trials": len(trials), "completed": len(rows),
+                "stopped_early": len(stopped), "failed": len(failed), "files": files, "tune_results": path,
+                "seconds": seconds}
+    if failed:
+        log(table)
+        raise RuntimeError(f"{len(failed)} of {len(trials)} sweep trials failed; see {storage.join(out, 'results.json')}")
+    storage.write_json(manifest, storage.join(out, MANIFEST))
+    log(table)
+    return manifest
