@@ -5,14 +5,40 @@ S3 goes through s3fs; its endpoint and credentials come from the environment (``
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
+import time
 import uuid
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+
+# an object store that is briefly unreachable (a restart, a network blip) costs a wait, not the run:
+# remote writes are retried with exponential backoff for about RETRY_SECONDS, then fail loudly. Each
+# retried write is a whole-object PUT, so a reader never sees a partial object; a stage whose writes
+# fail never writes its manifest (always last), so nothing half written ever looks complete.
+RETRY_SECONDS = 30.0
+_NOT_TRANSIENT = (FileNotFoundError, PermissionError, IsADirectoryError, ValueError, TypeError, KeyError)
+
+
+def _retrying(what: str, fn: Callable[[], Any]) -> Any:
+    delay, waited = 0.5, 0.0
+    while True:
+        try:
+            return fn()
+        except _NOT_TRANSIENT:
+            raise
+        except Exception as e:  # s3fs/botocore/aiohttp raise many types for "cannot reach the store"
+            if waited >= RETRY_SECONDS:
+                raise OSError(f"{what}: the object store did not answer for {waited:.0f} s ({type(e).__name__}: {e}); "
+                              "nothing was marked complete, rerun to continue") from e
+            time.sleep(delay)
+            waited += delay
+            delay = min(2 * delay, 8.0)
 
 
 def is_remote(path: str) -> bool:
@@ -38,12 +64,15 @@ def write_parquet(table: pa.Table, path: str) -> None:
     """Write a table so that a reader never sees it half written (temp name, then rename/PUT)."""
     fs, p = filesystem(path)
     parent = posixpath.dirname(p)
-    if parent:
+    if parent and not is_remote(path):
         fs.makedirs(parent, exist_ok=True)
     if is_remote(path):
         # an S3 object becomes visible only when its upload completes: no temp name needed
-        with fs.open(p, "wb") as f:
-            pq.write_table(table, f)
+        def put() -> None:
+            with fs.open(p, "wb") as f:
+                pq.write_table(table, f)
+
+        _retrying(f"writing {path}", put)
         return
     tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
     pq.write_table(table, tmp)
@@ -62,7 +91,7 @@ def write_bytes(data: bytes, path: str) -> None:
     """Write a whole file so that a reader never sees it half written."""
     fs, p = filesystem(path)
     if is_remote(path):
-        fs.pipe_file(p, data)  # one PUT: visible only once complete
+        _retrying(f"writing {path}", lambda: fs.pipe_file(p, data))  # one PUT: visible only once complete
         return
     parent = posixpath.dirname(p)
     if parent:
@@ -124,9 +153,13 @@ def put_dir(local_dir: str, dest: str) -> None:
 
     if is_remote(dest):
         fs, p = filesystem(dest)
-        if fs.exists(p):
-            fs.rm(p, recursive=True)
-        fs.put(local_dir.rstrip("/") + "/", p, recursive=True)
+
+        def put() -> None:
+            if fs.exists(p):
+                fs.rm(p, recursive=True)
+            fs.put(local_dir.rstrip("/") + "/", p, recursive=True)
+
+        _retrying(f"copying {local_dir} to {dest}", put)
         return
     tmp = f"{dest.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
     shutil.copytree(local_dir, tmp)
@@ -147,3 +180,18 @@ def write_figure(fig, path_png: str, dpi: int = 110) -> bytes:
     plt.close(fig)
     write_bytes(buf.getvalue(), path_png)
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def local_dir(path: str) -> Iterator[str]:
+    """A local directory holding ``path``'s files: ``path`` itself when local, else a temporary download
+    (for libraries that only read local directories, e.g. ``from_pretrained``)."""
+    if not is_remote(path):
+        yield path
+        return
+    import tempfile
+
+    fs, p = filesystem(path)
+    with tempfile.TemporaryDirectory(prefix="recbase-") as tmp:
+        _retrying(f"downloading {path}", lambda: fs.get(p.rstrip("/") + "/", tmp + "/", recursive=True))
+        yield tmp

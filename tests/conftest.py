@@ -31,19 +31,43 @@ def data_config(tmp_path, sources, **overrides):
     return config.from_dict(config.Config, raw).data
 
 
+class MotoS3:
+    """The test S3 server: ``stop()`` / ``start()`` simulate an outage (moto keeps its objects in this
+    process, so they survive a restart on the same port)."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.server = port, None
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
 @pytest.fixture(scope="session")
-def s3_server():
+def moto_s3():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = MotoS3(port)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(moto_s3):
     """A real S3-compatible server (moto in server mode) on 127.0.0.1, with a bucket ``recbase``.
 
     Yields the endpoint URL; s3:// paths resolve against it through the standard AWS variables.
     """
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    port = moto_s3.port
     endpoint = f"http://127.0.0.1:{port}"
     env = {
         "AWS_ENDPOINT_URL": endpoint,
@@ -57,7 +81,6 @@ def s3_server():
 
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="recbase")
     yield endpoint
-    server.stop()
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)
@@ -164,3 +187,9 @@ def pretrained_run(tmp_path_factory, default_tokenized, ray_session):
     m = pretrain.run(cfg, log=lambda s: None)
     killer.join(timeout=5)
     return {"out": out, "manifest": m, "killed": killed, "t0": t0, "seconds": time.time() - t0, "cfg": cfg, "overrides": list(default_tokenized)}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The `ray job submit` tests run first: their head is stopped with `ray stop --force`, which ends
+    every Ray process on the machine, including the in-process Ray the session fixture starts."""
+    items.sort(key=lambda item: 0 if item.module.__name__.endswith("test_job_submit") else 1)

@@ -1,5 +1,4 @@
 """The jobs run as users run them: ``ray job submit`` to a Ray head started with ``ray start``."""
-import json
 import os
 import socket
 import subprocess
@@ -22,8 +21,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
-    """`ray start --head` on 127.0.0.1 (token auth off for the test cluster); yields the job-server address."""
+def ray_head(tmp_path_factory, s3_server):
+    """`ray start --head` on 127.0.0.1 (token auth off for the test cluster); yields the job-server address.
+    The cluster's processes see the test S3 server through the standard AWS variables (as nodes see S3)."""
     # the cluster's `python` is this environment's (as on a node where the project is installed)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -46,14 +46,19 @@ def submit(address, env, *job_args, timeout=600):
     return res, time.time() - t0
 
 
-def test_pipeline_then_pretrain_jobs_submitted_to_a_local_head(ray_head, tmp_path):
-    """The main job (corpus -> embed -> tokenise -> pretrain, ZeRO-3) and then `jobs/pretrain.py` with more
-    steps, which continues the finished run from its last checkpoint; the export loads and generates."""
+def test_pipeline_then_pretrain_jobs_submitted_to_a_local_head_all_on_s3(ray_head, tmp_path):
+    """The main job (corpus -> embed -> tokenise -> pretrain, ZeRO-3 -> evaluate) with every input and
+    output on s3:// (the local S3 server), then `jobs/pretrain.py` with more steps, which continues the
+    finished run from its last checkpoint in the bucket; the export in the bucket loads and generates."""
+    from recbase import storage
+
     address, env = ray_head
-    out = tmp_path / "run"
+    fs, _ = storage.filesystem("s3://recbase")
+    fs.put(str(FIXTURES / "grouplens-ml-1m"), "recbase/job-in/grouplens", recursive=True)
+    out = "s3://recbase/job-run"
     common = [
         "--config", "jobs/configs/default.yaml",
-        f"data.sources.0.path={FIXTURES / 'grouplens-ml-1m'}", f"data.output={out}/corpus",
+        "data.sources.0.path=s3://recbase/job-in/grouplens", f"data.output={out}/corpus",
         "data.min_history=3", "data.split.unseen_domains=[Action]",
         f"embed.output={out}/embeddings", "embed.concurrency=1",
         f"tokenizer.output={out}/tokenizer", "tokenizer.kind=rqkmeans", "tokenizer.levels=2",
@@ -69,10 +74,13 @@ def test_pipeline_then_pretrain_jobs_submitted_to_a_local_head(ray_head, tmp_pat
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "succeeded" in res.stdout
     for stage in ("corpus", "embeddings", "tokenizer", "pretrain", "eval"):
-        assert (out / stage / "manifest.json").exists(), stage
-    assert (out / "tokenizer/concept_ids.parquet").exists()
-    assert "RecBase (zero-shot)" in (out / "eval/results.md").read_text()
-    first = json.loads((out / "pretrain/manifest.json").read_text())
+        assert storage.exists(f"{out}/{stage}/manifest.json"), stage  # every artefact landed in the bucket
+    for f in ("corpus/items.parquet", "tokenizer/concept_ids.parquet", "pretrain/model/model.safetensors",
+              "pretrain/loss.png", "eval/auc.png"):
+        assert storage.exists(f"{out}/{f}"), f
+    assert storage.list_files(f"{out}/pretrain/ray/pretrain"), "no Ray Train checkpoint in the bucket"
+    assert "RecBase (zero-shot)" in storage.open_binary(f"{out}/eval/results.md").read().decode()
+    first = storage.read_json(f"{out}/pretrain/manifest.json")
     assert first["steps"] == 6 and first["config"]["zero_stage"] == 3
 
     res, seconds = submit(address, env, "jobs/pretrain.py", *common, "pretrain.max_steps=9")
@@ -80,17 +88,18 @@ def test_pipeline_then_pretrain_jobs_submitted_to_a_local_head(ray_head, tmp_pat
     (tmp_path / "pretrain-job.log").write_text(res.stdout)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "resumed from step 6" in res.stdout
-    history = json.loads((out / "pretrain/history.json").read_text())
+    history = storage.read_json(f"{out}/pretrain/history.json")
     assert [h["step"] for h in history] == [3, 6, 9] and [h["attempt"] for h in history] == [0, 0, 1]
-    assert json.loads((out / "pretrain/manifest.json").read_text())["steps"] == 9
+    assert storage.read_json(f"{out}/pretrain/manifest.json")["steps"] == 9
 
     import torch
     from transformers import AutoModelForCausalLM
 
     from recbase.model.vocab import BOS, ItemIndex
 
-    model = AutoModelForCausalLM.from_pretrained(out / "pretrain/model")
-    index = ItemIndex.load(str(out / "pretrain/model"))
+    with storage.local_dir(f"{out}/pretrain/model") as d:
+        model = AutoModelForCausalLM.from_pretrained(d)
+    index = ItemIndex.load(f"{out}/pretrain/model")
     prompt = torch.tensor([[BOS, *index.tokens[0].tolist()]])  # [1, 1 + t]
     gen = model.generate(prompt, max_new_tokens=index.vocab.tokens_per_item, do_sample=False)
     assert gen.shape[1] == prompt.shape[1] + index.vocab.tokens_per_item

@@ -52,3 +52,40 @@ def test_corpus_from_and_to_s3_matches_local(s3_server, tmp_path):
     messages = []
     prepare(remote, log=messages.append)
     assert "is complete" in messages[0]
+
+
+def test_remote_directory_round_trip_through_a_local_copy(s3_server, tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d/config.json").write_text('{"x": 1}')
+    (tmp_path / "d/w.bin").write_bytes(b"\0" * 1000)
+    storage.put_dir(str(tmp_path / "d"), "s3://recbase/dirs/model")
+    with storage.local_dir("s3://recbase/dirs/model") as d:
+        assert sorted(p.name for p in __import__("pathlib").Path(d).iterdir()) == ["config.json", "w.bin"]
+    with storage.local_dir(str(tmp_path / "d")) as d:
+        assert d == str(tmp_path / "d")  # local paths are used in place
+
+
+def test_object_store_outage_during_a_write_is_retried_then_fails_loudly(s3_server, moto_s3, monkeypatch):
+    import threading
+    import time
+
+    # a few seconds down: the write waits and lands whole
+    moto_s3.stop()
+    restart = threading.Timer(3.0, moto_s3.start)
+    restart.start()
+    t0 = time.time()
+    storage.write_json({"stage": "done"}, "s3://recbase/outage/manifest.json")
+    waited = time.time() - t0
+    restart.join()
+    print(f"write waited {waited:.1f} s for the store to come back")
+    assert waited >= 2.5 and storage.read_json("s3://recbase/outage/manifest.json") == {"stage": "done"}
+
+    # down for longer than the retry budget: a clear error, and nothing written
+    monkeypatch.setattr(storage, "RETRY_SECONDS", 2.0)
+    moto_s3.stop()
+    try:
+        with pytest.raises(OSError, match="object store did not answer.*nothing was marked complete"):
+            storage.write_json({"stage": "done"}, "s3://recbase/outage/never.json")
+    finally:
+        moto_s3.start()
+    assert not storage.exists("s3://recbase/outage/never.json")

@@ -42,7 +42,8 @@ class ScoreActor:
         if threads > 0:
             torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
+        with storage.local_dir(model_dir) as d:  # s3:// exports are downloaded once per actor
+            model = AutoModelForCausalLM.from_pretrained(d).to(device)
         self.scorer = ConceptScorer(model, ItemIndex.load(index_dir), max_history_items)
 
     def __call__(self, batch: dict) -> dict:

@@ -128,7 +128,8 @@ def train(cfg: PretrainConfig, vocab_size: int, ctx: TrainContext, export_to: st
     if cfg.init_from:  # fine-tuning: the exported weights, same vocabulary
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+        with storage.local_dir(cfg.init_from) as d:
+            model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
         if model.config.vocab_size != vocab_size:
             raise ValueError(f"{cfg.init_from} has {model.config.vocab_size} tokens, the concept-ID map {vocab_size}")
     else:
