@@ -1,5 +1,6 @@
 """The jobs run as users run them: ``ray job submit`` to a Ray head started with ``ray start``."""
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -91,6 +92,14 @@ def test_pipeline_then_pretrain_jobs_submitted_to_a_local_head_all_on_s3(ray_hea
     history = storage.read_json(f"{out}/pretrain/history.json")
     assert [h["step"] for h in history] == [3, 6, 9] and [h["attempt"] for h in history] == [0, 0, 1]
     assert storage.read_json(f"{out}/pretrain/manifest.json")["steps"] == 9
+
+    # the whole main job again on its completed outputs: every stage is skipped, nothing is redone
+    res, seconds = submit(address, env, "jobs/pipeline.py", *common, "pretrain.max_steps=9")
+    print(f"pipeline job on completed outputs: {seconds:.0f} s")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for stage in ("data", "embed", "tokenizer", "pretrain", "eval"):
+        assert re.search(rf"\[{stage}\] \S+ is complete", res.stdout), stage
+    assert storage.read_json(f"{out}/pretrain/history.json") == history  # not retrained
 
     import torch
     from transformers import AutoModelForCausalLM
