@@ -44,6 +44,12 @@ def test_smoke_sweeps_run_on_ray_tune(default_tokenized, ray_session, tmp_path):
     assert "| 3 | 64 |" in (tmp_path / "cb/table.md").read_text()
     # complete: a rerun is skipped
     assert sweep.run(codebook, log=lambda s: None)["completed"] == 4
+    # an interrupted sweep (no manifest yet) is restored from Ray Tune's state, not started over
+    (tmp_path / "cb/manifest.json").unlink()
+    messages: list[str] = []
+    assert sweep.run(codebook, log=messages.append)["completed"] == 4
+    assert any("resuming the interrupted sweep" in m for m in messages)
+    assert json.loads((tmp_path / "cb/results.json").read_text())["rows"] == rows
 
     ablation = spec.load(REPO / "tune/ablation.yaml", smoke=True)
     ablation = dataclasses.replace(ablation, base=ablation.base + tuple(default_tokenized), output=str(tmp_path / "ab"))

@@ -104,17 +104,25 @@ def run(sweep: SweepConfig, log: Callable[[str], None] = print) -> dict:
                                       failure_config=tune.FailureConfig(max_failures=1)))
     grid = tuner.fit()
 
-    rows, stopped, failed = [], [], []
+    rows, stopped, failed, unfinished = [], [], [], 0
     for result in grid:
+        if not result.config or "trial" not in result.config:  # never started (the sweep was interrupted)
+            unfinished += 1
+            continue
         t = trials[result.config["trial"]]
         entry = {"variant": t["variant"], "seed": t["seed"], "axes": t["axes"], "overrides": t["overrides"]}
+        metrics = result.metrics or {}
         if result.error is not None:
             failed.append({**entry, "error": str(result.error)[:500]})
-        elif "result_json" in (result.metrics or {}):
-            rows.append({**entry, "metrics": json.loads(result.metrics["result_json"])})
-        else:  # stopped by the scheduler
-            stopped.append({**entry, "epochs": (result.metrics or {}).get("training_iteration"),
-                            "loss": (result.metrics or {}).get("loss")})
+        elif "result_json" in metrics:
+            rows.append({**entry, "metrics": json.loads(metrics["result_json"])})
+        elif sweep.scheduler == "asha" and metrics:  # stopped early by the scheduler
+            stopped.append({**entry, "epochs": metrics.get("training_iteration"), "loss": metrics.get("loss")})
+        else:
+            unfinished += 1
+    if unfinished:
+        raise RuntimeError(f"sweep {sweep.name} interrupted: {unfinished} of {len(trials)} trials did not finish "
+                           f"({len(rows)} did); rerun the same command to resume it from {path}")
     rows.sort(key=lambda r: r["overrides"])
     files = {"results": "results.json", "table": "table.md"}
     if sweep.kind == "codebook":
