@@ -15,20 +15,20 @@ import pyarrow as pa
 from recbase import storage
 from recbase.config import Config
 from recbase.data.schema import HISTORIES
+from recbase.eval.scoring import group_pairs
 from recbase.launch import evaluate, pretrain
 
 MANIFEST = "manifest.json"
 
 
 def histories(pairs) -> pa.Table:
-    """One row per (user, history) of the pairs table (a user evaluated in two domains has two)."""
-    key = pairs["user_id"].astype(str) + "\x1f" + pairs["history_item_ids"].map(lambda h: "\x1e".join(map(str, h)))
-    first = pairs.loc[~key.duplicated()]
+    """One row per (user, history) group of the pairs table (a user evaluated in two domains has two)."""
+    groups = group_pairs(pairs)
     return pa.Table.from_pydict({
-        "user_id": first["user_id"].astype(str).tolist(),
-        "domains": [list(d) for d in first["history_domains"]],
-        "item_ids": [list(i) for i in first["history_item_ids"]],
-        "timestamps": [list(range(len(i))) for i in first["history_item_ids"]],  # order only
+        "user_id": [g.user_id for g in groups],
+        "domains": [list(g.history_domains) for g in groups],
+        "item_ids": [list(g.history_item_ids) for g in groups],
+        "timestamps": [list(range(len(g.history_item_ids))) for g in groups],  # order only
     }, schema=HISTORIES)
 
 

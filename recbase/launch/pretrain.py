@@ -23,7 +23,7 @@ from recbase.data import sequences
 from recbase.launch import session
 from recbase.launch.embed import IO_CPUS
 from recbase.model import decoder
-from recbase.model.vocab import ItemIndex, Vocab
+from recbase.model.vocab import ItemIndex, Vocab, tokenizer_manifest
 from recbase.train import loop, report
 
 MANIFEST = "manifest.json"
@@ -51,16 +51,6 @@ def _select_users(batch: pa.Table, validation: bool, fraction: float, seed: int)
 def tokenizer_dir(cfg: Config) -> str:
     """Where the concept-ID map comes from: the model fine-tuning starts from, else the tokenizer stage."""
     return cfg.pretrain.init_from or cfg.tokenizer.output
-
-
-def tokenizer_manifest(path: str) -> dict:
-    """A tokenizer stage's manifest, or the one an exported model carries in recbase.json."""
-    if storage.exists(storage.join(path, "manifest.json")):
-        return storage.read_json(storage.join(path, "manifest.json"))
-    if storage.exists(storage.join(path, "recbase.json")):
-        return storage.read_json(storage.join(path, "recbase.json"))["tokenizer"]
-    raise FileNotFoundError(f"{path}: no tokenizer (manifest.json) and no exported model (recbase.json); "
-                            "run jobs/train_tokenizer.py first")
 
 
 def blocks(cfg: Config, validation: bool) -> "ray.data.Dataset":

@@ -100,6 +100,18 @@ class Vocab:
         return np.asarray(item_tokens, dtype=np.int64) - self.level_offsets()[None, :]
 
 
+def tokenizer_manifest(path: str) -> dict:
+    """A tokenizer stage's manifest, or the one an exported model carries in recbase.json."""
+    from recbase import storage
+
+    if storage.exists(storage.join(path, "manifest.json")):
+        return storage.read_json(storage.join(path, "manifest.json"))
+    if storage.exists(storage.join(path, "recbase.json")):  # an exported model
+        return storage.read_json(storage.join(path, "recbase.json"))["tokenizer"]
+    raise FileNotFoundError(f"{path}: no tokenizer (manifest.json) and no exported model (recbase.json); "
+                            "run jobs/train_tokenizer.py first")
+
+
 class ItemIndex:
     """Items <-> token ids: ``(domain, item_id)`` -> its ``tokens_per_item`` ids, and back.
 
@@ -130,13 +142,8 @@ class ItemIndex:
         """From a tokenizer stage's output, or an exported model directory (both hold the manifest and map)."""
         from recbase import storage
 
-        path = storage.join(tokenizer_dir, "manifest.json")
-        if storage.exists(path):
-            manifest = storage.read_json(path)
-        else:  # an exported model: recbase.json carries the tokenizer's manifest
-            manifest = storage.read_json(storage.join(tokenizer_dir, "recbase.json"))["tokenizer"]
         table = storage.read_parquet(storage.join(tokenizer_dir, "concept_ids.parquet"))
-        return cls.from_table(Vocab.from_manifest(manifest), table)
+        return cls.from_table(Vocab.from_manifest(tokenizer_manifest(tokenizer_dir)), table)
 
     @property
     def _by_tokens(self) -> dict:
