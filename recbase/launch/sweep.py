@@ -33,9 +33,10 @@ def _trainable(params: dict, cfgs: list, embeddings: dict, sweep: SweepConfig) -
 
     from recbase.sweep import trial
 
-    torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
-    i = params["trial"]
-    cfg = cfgs[i]
+    threads = max(1, int(sweep.cpus_per_trial))  # the trial's CPUs, not the config's pretraining threads
+    torch.set_num_threads(threads)
+    cfg = cfgs[params["trial"]]
+    cfg = replace(cfg, pretrain=replace(cfg.pretrain, threads_per_worker=threads))
     domains, item_ids, x = embeddings[cfg.embed.output]
     last: dict = {}
 

@@ -6,6 +6,7 @@ The launch layer (``recbase.launch.sweep``) runs this inside Ray Tune trials and
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -52,9 +53,10 @@ def tokenizer_metrics(cfg: Config, domains, item_ids, x: np.ndarray,
 
 
 def downstream(cfg: Config, index: ItemIndex, steps: int, max_users: int, datasets=("unseen_domains", "unseen_users")) -> dict:
-    """A short pretraining of ``cfg.pretrain.model`` (plain loop) on the corpus's histories in these
-    concept IDs, then the zero-shot AUC/GAUC on the corpus's held-out pairs (first ``max_users`` users)."""
-    p = cfg.pretrain
+    """A short pretraining of ``cfg.pretrain.model`` (plain loop, ``steps`` optimizer steps) on the corpus's
+    histories in these concept IDs, then the zero-shot AUC/GAUC on the corpus's held-out pairs (first ``max_users`` users)."""
+    # the learning-rate schedule fits the short run: warmup at most a tenth of it, cosine to its last step
+    p = replace(cfg.pretrain, max_steps=steps, warmup_steps=min(cfg.pretrain.warmup_steps, max(1, steps // 10)))
     hist = storage.read_parquet(storage.join(cfg.data.output, HISTORIES)).to_pydict()
     train_rows = ~sequences.is_validation(hist["user_id"], p.val_fraction, p.seed)
     blocks = sequences.HistoryBlocks(index, p.block_len)(
