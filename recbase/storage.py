@@ -135,12 +135,19 @@ def open_binary(path: str):
     return fs.open(p, "rb")
 
 
-def completed(manifest_path: str, force: bool, stage: str, log) -> Any | None:
-    """The manifest of a stage whose output is complete (and not forced to redo), else None."""
+def completed(manifest_path: str, force: bool, stage: str, log, accept: Callable[[dict], bool] | None = None,
+              what: str = "") -> Any | None:
+    """The manifest of a stage whose output is complete (and not forced to redo), else None. ``accept``
+    may refuse a manifest that no longer answers the config (e.g. a pretraining asked for more steps);
+    ``what`` says in the message what was found."""
     if force or not exists(manifest_path):
         return None
-    log(f"[{stage}] {manifest_path.rsplit('/', 1)[0]} is complete (manifest.json present); set {stage}.force=true to redo")
-    return read_json(manifest_path)
+    manifest = read_json(manifest_path)
+    if accept is not None and not accept(manifest):
+        return None
+    log(f"[{stage}] {manifest_path.rsplit('/', 1)[0]} is complete (manifest.json{what or ' present'}); "
+        f"set {stage}.force=true to redo")
+    return manifest
 
 
 def put_dir(local_dir: str, dest: str) -> None:

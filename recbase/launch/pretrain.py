@@ -121,9 +121,9 @@ def _storage_path(path: str) -> str:
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     p, out = cfg.pretrain, cfg.pretrain.output
     manifest_path = storage.join(out, MANIFEST)
-    done = None if p.force else (storage.read_json(manifest_path) if storage.exists(manifest_path) else None)
-    if done is not None and done.get("steps") == p.max_steps:
-        log(f"[pretrain] {out} is complete (manifest.json, {p.max_steps} steps); set pretrain.force=true to redo")
+    done = storage.completed(manifest_path, p.force, "pretrain", log, accept=lambda m: m.get("steps") == p.max_steps,
+                             what=f", {p.max_steps} steps")  # asked for more steps: continue from the checkpoint
+    if done is not None:
         return done
     tok_manifest = tokenizer_manifest(tokenizer_dir(cfg))
     vocab = Vocab.from_manifest(tok_manifest)
