@@ -26,18 +26,20 @@ _NOT_TRANSIENT = (FileNotFoundError, PermissionError, IsADirectoryError, ValueEr
 
 
 def _retrying(what: str, fn: Callable[[], Any]) -> Any:
-    delay, waited = 0.5, 0.0
+    """``fn()``, retried with backoff until RETRY_SECONDS of wall time (s3fs's and botocore's own retries
+    inside each attempt count too) have passed since the first attempt."""
+    delay, t0 = 0.5, time.monotonic()
     while True:
         try:
             return fn()
         except _NOT_TRANSIENT:
             raise
         except Exception as e:  # s3fs/botocore/aiohttp raise many types for "cannot reach the store"
+            waited = time.monotonic() - t0
             if waited >= RETRY_SECONDS:
                 raise OSError(f"{what}: the object store did not answer for {waited:.0f} s ({type(e).__name__}: {e}); "
                               "nothing was marked complete, rerun to continue") from e
-            time.sleep(delay)
-            waited += delay
+            time.sleep(min(delay, max(0.0, RETRY_SECONDS - waited)))
             delay = min(2 * delay, 8.0)
 
 

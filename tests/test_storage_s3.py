@@ -83,9 +83,12 @@ def test_object_store_outage_during_a_write_is_retried_then_fails_loudly(s3_serv
     # down for longer than the retry budget: a clear error, and nothing written
     monkeypatch.setattr(storage, "RETRY_SECONDS", 2.0)
     moto_s3.stop()
+    t0 = time.time()
     try:
         with pytest.raises(OSError, match="object store did not answer.*nothing was marked complete"):
             storage.write_json({"stage": "done"}, "s3://recbase/outage/never.json")
     finally:
+        gave_up = time.time() - t0
         moto_s3.start()
+    print(f"gave up after {gave_up:.1f} s (budget 2 s of wall time)")
     assert not storage.exists("s3://recbase/outage/never.json")
