@@ -33,10 +33,8 @@ def _trainable(params: dict, cfgs: list, embeddings: dict, sweep: SweepConfig) -
 
     from recbase.sweep import trial
 
-    threads = max(1, int(sweep.cpus_per_trial))  # the trial's CPUs, not the config's pretraining threads
-    torch.set_num_threads(threads)
+    torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
     cfg = cfgs[params["trial"]]
-    cfg = replace(cfg, pretrain=replace(cfg.pretrain, threads_per_worker=threads))
     domains, item_ids, x = embeddings[cfg.embed.output]
     last: dict = {}
 
@@ -74,10 +72,12 @@ def run(sweep: SweepConfig, log: Callable[[str], None] = print) -> dict:
         return finished
     trials = sweep.trials()
     cfgs = []
+    threads = max(1, int(sweep.cpus_per_trial))  # a trial's torch threads: its CPUs, not the config's
     for t in trials:  # every trial's config is checked before anything runs
         cfg = config_mod.load(sweep.config, t["overrides"])
         cfgs.append(replace(cfg, data=replace(cfg.data, output=_abs(cfg.data.output)),
-                            embed=replace(cfg.embed, output=_abs(cfg.embed.output))))
+                            embed=replace(cfg.embed, output=_abs(cfg.embed.output)),
+                            pretrain=replace(cfg.pretrain, threads_per_worker=threads)))
     session.init()
     t0 = time.perf_counter()
     embeddings = _inputs(cfgs, log)

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from recbase import storage
+
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = ("<pad>", "<bos>", "<eos>")
 
@@ -102,8 +104,6 @@ class Vocab:
 
 def tokenizer_manifest(path: str) -> dict:
     """A tokenizer stage's manifest, or the one an exported model carries in recbase.json."""
-    from recbase import storage
-
     if storage.exists(storage.join(path, "manifest.json")):
         return storage.read_json(storage.join(path, "manifest.json"))
     if storage.exists(storage.join(path, "recbase.json")):  # an exported model
@@ -140,8 +140,6 @@ class ItemIndex:
     @classmethod
     def load(cls, tokenizer_dir: str) -> "ItemIndex":
         """From a tokenizer stage's output, or an exported model directory (both hold the manifest and map)."""
-        from recbase import storage
-
         table = storage.read_parquet(storage.join(tokenizer_dir, "concept_ids.parquet"))
         return cls.from_table(Vocab.from_manifest(tokenizer_manifest(tokenizer_dir)), table)
 
