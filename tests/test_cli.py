@@ -11,7 +11,7 @@ def run(*args):
 def test_prepare_job_prints_the_summary(tmp_path):
     res = run("jobs/prepare_corpus.py", "--config", "jobs/configs/default.yaml",
               f"data.sources.0.path={FIXTURES / 'grouplens-ml-1m'}", f"data.output={tmp_path / 'c'}",
-              "data.min_history=3", "data.split.unseen_domains=[Action]")
+              "data.min_history=3", "data.split.unseen_domains=[Action]", "data.split.validation_domains=[]")
     assert res.returncode == 0, res.stderr
     assert "interactions" in res.stdout and "Action (unseen)" in res.stdout
     assert (tmp_path / "c/manifest.json").exists()

@@ -61,6 +61,15 @@ def test_no_evaluated_user_or_domain_leaks_into_pretraining(default_corpus):
     pre_items = {(u, i) for u, items in zip(hist["user_id"], hist["item_ids"]) for i in items}
     assert not pre_items & set(zip(dom_pairs["user_id"], dom_pairs["item_id"]))
     assert m["split"]["pretrain"]["interactions"] == sum(len(h) for h in hist["item_ids"])
+    # the validation split: its own users and domains, none of them in pretraining or in the test split
+    val_users = read(out, "eval/validation_users.parquet")
+    assert len(val_users) > 0 and not set(val_users["user_id"]) & (set(hist["user_id"]) | set(users_pairs["user_id"]))
+    val_dom = read(out, "eval/validation_domains.parquet")
+    assert set(val_dom["domain"]) == set(m["split"]["validation_domains"]) == {"Thriller", "Children's"}
+    assert not any({"Thriller", "Children's"} & set(d) for d in hist["domains"])
+    # the default keeps liked items only (rating >= 4), in pretraining and in the evaluated histories
+    assert m["split"]["history_feedback"] == "positive"
+    assert all(set(f) == {1} for f in hist["feedback"]) and all(set(f) <= {1} for f in dom_pairs["history_feedback"])
 
 
 def test_rating_labels_follow_recbench(default_corpus):

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from recbase.eval import baselines, metrics
-from recbase.eval.scoring import ConceptScorer, group_pairs
+from recbase.data.sequences import history_tokens
+from recbase.eval.scoring import ConceptScorer, group_pairs, history_ids
 from recbase.model import decoder
-from recbase.model.vocab import ItemIndex, Vocab
+from recbase.model.vocab import ItemIndex, Vocab, model_vocab
 
 
 def small_index():
@@ -25,6 +26,7 @@ def pairs_frame():
         "user_id": ["u1"] * 3 + ["u2"] * 2,
         "history_domains": [["d"] * 4] * 3 + [["d"] * 2] * 2,
         "history_item_ids": [["0", "1", "2", "3"]] * 3 + [["4", "5"]] * 2,
+        "history_feedback": [[1, 0, 1, 1]] * 3 + [[1, 1]] * 2,
         "domain": ["d"] * 5, "item_id": ["6", "7", "8", "9", "0"], "click": [1, 0, 1, 0, 1]})
 
 
@@ -41,6 +43,57 @@ def test_cached_scores_equal_the_full_recomputation():
     # scores are log-likelihoods: negative, and over all items they sum (in probability) to at most 1
     all_items = scorer.score_user(hist, index.tokens)
     assert (all_items < 0).all() and np.exp(all_items).sum() <= 1 + 1e-5
+
+
+def test_feedback_rule_is_the_log_odds_of_liked_after_the_candidate_cached_or_not():
+    torch.manual_seed(0)
+    index = small_index()
+    vocab = model_vocab(index.vocab, "feedback")
+    assert vocab.size == index.vocab.size + 2 and vocab.feedback_ids == (index.vocab.size, index.vocab.size + 1)
+    model = decoder.build("tiny", vocab.size)
+    scorer = ConceptScorer(model, index, max_history_items=3, vocab=vocab, rule="feedback")
+    hist = history_tokens(index, vocab, ["d"] * 5, [str(i) for i in range(5)], [1, 0, 1, 1, 0])  # [5, t + 1]
+    assert hist.shape == (5, index.vocab.tokens_per_item + 1) and hist[1, -1] == vocab.feedback_ids[1]
+    cands = index.tokens[5:11]
+    fast = scorer.score_user(hist, cands)
+    assert np.allclose(fast, scorer.score_user_reference(hist, cands), atol=1e-4)
+    # by hand: the last position's log-probabilities of <liked> and <not-liked>
+    ids = torch.tensor([[1, *hist[-3:].reshape(-1).tolist(), *cands[0].tolist()]])
+    logp = torch.log_softmax(model(input_ids=ids).logits[0, -1], -1)
+    assert fast[0] == pytest.approx(float(logp[vocab.feedback_ids[0]] - logp[vocab.feedback_ids[1]]), abs=1e-4)
+    with pytest.raises(ValueError, match="feedback tokens"):
+        ConceptScorer(model, index, 3, index.vocab, rule="feedback")
+
+
+def test_gauc_groups_by_evaluated_history_so_a_per_history_constant_scores_one_half():
+    pairs = pd.concat([pairs_frame(), pairs_frame().assign(history_item_ids=[["4"]] * 5, history_domains=[["d"]] * 5,
+                                                           history_feedback=[[0]] * 5)], ignore_index=True)
+    groups = group_pairs(pairs)
+    assert len(groups) == 4  # two users, each with two histories
+    h = history_ids(groups, len(pairs))
+    share = baselines.like_share(groups, len(pairs))
+    assert share[0] == pytest.approx(0.75) and share[5] == 0.0
+    assert metrics.gauc(h, pairs["click"], share) == pytest.approx(0.5)
+    assert metrics.pair_metrics(pairs["click"], h, share)["scored_pairs"] == 10
+
+
+def test_like_rate_baselines_count_the_pretraining_users_only():
+    pairs = pairs_frame()
+    groups = group_pairs(pairs)
+    stats = baselines.ItemStats(pd.DataFrame({"domain": ["d"] * 4, "item_id": ["6", "7", "8", "1"],
+                                              "interactions": [10, 10, 0, 90], "liked": [9, 1, 0, 45]}))
+    assert stats.p0 == pytest.approx(55 / 110)
+    rate = baselines.like_rate(groups, len(pairs), stats, prior=10)
+    assert rate[0] == pytest.approx((9 + 5) / 20) and rate[1] == pytest.approx((1 + 5) / 20)
+    assert rate[3] == pytest.approx(0.5)  # item 9: never seen in pretraining -> the prior
+    assert baselines.popularity_pretrain(groups, len(pairs), stats).tolist() == [9, 1, 0, 0, 0]
+    # nearest items by embedding: item 9 sits beside item 6 (liked 9/10) and far from the rest
+    vec = np.eye(10)
+    vec[9] = vec[6] + 0.01
+    table = baselines.EmbeddingTable(["d"] * 10, [str(i) for i in range(10)], vec)
+    knn, _ = baselines.knn_like_rate(groups, len(pairs), table, stats, k=1)
+    assert knn[3] == pytest.approx(0.9)
+    assert knn[0] != pytest.approx(0.9)  # item 6 never reads its own like rate
 
 
 def test_groups_scores_and_counted_unknown_items():
@@ -98,3 +151,20 @@ def test_constrained_beam_search_only_emits_real_items():
     assert len(got) == 5 and all(item in real for item in got)
     only = recommend(model, index, index.tokens[:3], k=3, beams=8, restrict=np.array([4, 5, 6]))
     assert set(only) <= {("d", "4"), ("d", "5"), ("d", "6")}
+
+
+def test_next_liked_item_and_popularity_top_k_never_name_a_history_item():
+    from recbase.eval.generate import allowed_rows, next_liked, recommend, top_by_counts
+
+    index = small_index()
+    pairs = pairs_frame()
+    groups = group_pairs(pairs)
+    targets = next_liked(groups, pairs["click"].to_numpy())
+    assert targets == [(0, ("d", "6")), (1, ("d", "0"))]  # u2's first candidate (9) is not liked
+    rows = allowed_rows(index, groups[0])
+    assert not {"0", "1", "2", "3"} & {index.item_ids[r] for r in rows} and len(rows) == 8
+    top = top_by_counts(index, groups[0], {("d", "7"): 5, ("d", "0"): 9, ("d", "11"): 2}, k=3)
+    assert top[:2] == [("d", "7"), ("d", "11")]  # item 0 is the most popular but in the history
+    torch.manual_seed(0)
+    got = recommend(decoder.build("tiny", index.vocab.size), index, index.tokens[:4], k=4, beams=8, restrict=rows)
+    assert got and not {i for _, i in got} & {"0", "1", "2", "3"}

@@ -60,7 +60,7 @@ def test_pipeline_then_pretrain_jobs_submitted_to_a_local_head_all_on_s3(ray_hea
     common = [
         "--config", "jobs/configs/default.yaml",
         "data.sources.0.path=s3://recbase/job-in/grouplens", f"data.output={out}/corpus",
-        "data.min_history=3", "data.split.unseen_domains=[Action]",
+        "data.min_history=3", "data.split.unseen_domains=[Action]", "data.split.validation_domains=[]",
         f"embed.output={out}/embeddings", "embed.concurrency=1",
         f"tokenizer.output={out}/tokenizer", "tokenizer.kind=rqkmeans", "tokenizer.levels=2",
         "tokenizer.codebook_size=2", "tokenizer.enforce_quality_gate=false", "tokenizer.num_cpus=1",

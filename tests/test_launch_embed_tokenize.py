@@ -22,7 +22,7 @@ def sorted_table(t):
 def test_embedding_resumes_after_an_interruption(tmp_path, ray_session):
     cfg = config.load(REPO / "jobs/configs/default.yaml", [
         f"data.sources.0.path={FIXTURES / 'grouplens-ml-1m'}", f"data.output={tmp_path / 'corpus'}",
-        "data.min_history=3", "data.split.unseen_domains=[]", f"embed.output={tmp_path / 'emb'}"])
+        "data.min_history=3", "data.split.unseen_domains=[]", "data.split.validation_domains=[]", f"embed.output={tmp_path / 'emb'}"])
     prepare(cfg.data, log=lambda s: None)
     first = embed.run(cfg, log=lambda s: None)
     assert first["items"] == 5 and first["dim"] == 384 and first["embedded_this_run"] == 5

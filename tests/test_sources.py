@@ -29,7 +29,7 @@ def assert_counts_add_up(m):
 def test_grouplens_layout(tmp_path, fixture_copy):
     src = fixture_copy("grouplens-ml-1m")
     cfg = data_config(tmp_path, [{"kind": "movielens", "path": str(src), "pseudo_domain": "first_genre"}],
-                      min_history=3, split={"unseen_user_fraction": 0.0})
+                      min_history=3, history_feedback="all", split={"unseen_user_fraction": 0.0})
     m = prepare(cfg, log=lambda s: None)
     t = tables(tmp_path / "corpus")
     assert m["totals"]["items"] == {"read": 6, "kept": 5, "rejected": 1}  # "Never Rated" has no ratings
@@ -161,6 +161,31 @@ def test_recbench_directory(tmp_path):
     assert list(pairs["history_item_ids"][2]) == ["g2", "g3", "g5", "g6"]  # g9 is no item: rejected
     item = tables(tmp_path / "corpus")["items"].set_index("item_id").loc["g0"]
     assert item["domain"] == "steam" and item["category"] == "RPG" and item["details"] == "developer: Studio A"
+    assert_counts_add_up(m)
+
+
+def test_recbench_list_valued_attributes_are_joined_and_unsupported_values_rejected(tmp_path):
+    """Parquet item tables often hold lists (genres as list<string>): their values are joined into the
+    text; a value no text can be made of (a struct) makes the item a counted, written-out reject."""
+    write_recbench(tmp_path / "steam")
+    items = pq.read_table(tmp_path / "steam/items.parquet").to_pydict()
+    items["genres"] = [["RPG", "Open World"], ["Strategy"], None, ["RPG"], [], ["Action"], ["RPG"], ["Indie"]]
+    items["tags"] = [["co-op", "fantasy"]] + [None] * 7
+    items["meta"] = [None] * 7 + [{"price": 9.99}]  # g7: a struct
+    pq.write_table(pa.table(items), tmp_path / "steam/items.parquet")
+    cfg = data_config(tmp_path, [{"kind": "recbench", "path": str(tmp_path / "steam")}], min_history=2,
+                      split={"unseen_user_fraction": 0.0})
+    m = prepare(cfg, log=lambda s: None)
+    rep = m["sources"][0]
+    assert rep["rejected"]["items"] == {"unsupported_value": 1}
+    assert rep["rejected"]["pairs"] == {"bad_label": 1, "unknown_item": 1, "unknown_user": 1}  # u2's g7 pair
+    got = tables(tmp_path / "corpus")
+    rej = got["rejects"]
+    assert '"price"' in rej.loc[rej["reason"] == "unsupported_value", "raw"].iloc[0]
+    item = got["items"].set_index("item_id").loc["g0"]
+    assert item["category"] == "RPG, Open World"
+    assert item["details"] == "developer: Studio A; tags: co-op, fantasy"
+    assert "Category: RPG, Open World." in item["text"]
     assert_counts_add_up(m)
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from recbase.data import sequences
 from recbase.data.sequences import IGNORE, user_blocks, windows
-from recbase.model.vocab import BOS, PAD, ItemIndex, Vocab
+from recbase.model.vocab import BOS, PAD, ItemIndex, Vocab, model_vocab
 
 
 def test_vocab_layout_and_item_boundaries():
@@ -76,6 +76,26 @@ def test_history_blocks_and_unigram_baseline():
     uniform = np.ones(idx.vocab.size)
     assert sequences.unigram_cross_entropy(np.zeros(idx.vocab.size), counts) == pytest.approx(np.log(idx.vocab.size))
     assert sequences.unigram_cross_entropy(counts * 100, counts) < sequences.unigram_cross_entropy(uniform, counts)
+
+
+def test_feedback_blocks_follow_every_item_with_its_feedback_token():
+    idx = _index()
+    v = model_vocab(idx.vocab, "feedback")
+    t = idx.vocab.tokens_per_item
+    assert v.tokens_per_step == t + 1 and v.size == idx.vocab.size + 2
+    assert Vocab.from_dict(v.to_dict()) == v and v.to_dict()["specials"]["<liked>"] == v.feedback_ids[0]
+    fn = sequences.HistoryBlocks(idx, block_len=1 + 3 * (t + 1), vocab=v)  # 3 items per block
+    out = fn({"domains": [["a", "b", "a", "b"]], "item_ids": [["1", "1", "2", "1"]], "feedback": [[1, 0, 0, 1]]})
+    ids = out["input_ids"][0, 1:].reshape(3, t + 1)
+    assert ids[:, :t].tolist() == idx.encode(["a", "b", "a"], ["1", "1", "2"]).tolist()
+    liked, not_liked = v.feedback_ids
+    assert ids[:, t].tolist() == [liked, not_liked, not_liked]
+    counts = sequences.target_counts(out["labels"], v.size)
+    assert counts[liked] == 2 and counts[not_liked] == 2  # every item's feedback is a target once
+    assert v.ranges()[-1] == (liked, not_liked + 1)
+    assert sequences.unigram_cross_entropy(counts, counts, v.ranges()) > 0  # feedback targets are covered
+    with pytest.raises(ValueError, match="feedback codes"):
+        v.feedback_tokens([1, 2])
 
 
 def test_validation_users_are_stable():

@@ -6,7 +6,10 @@ Writes under ``data.output`` (local or s3://)::
     interactions.parquet    canonical time order
     rejects.parquet         every rejected row, its file, line, reason and raw record
     pretrain/histories.parquet
-    eval/unseen_domains.parquet, eval/unseen_users.parquet, eval/<source>.parquet (dataset's own pairs)
+    pretrain/item_stats.parquet   per item, the pretraining users' interactions and likes (baselines)
+    eval/unseen_domains.parquet, eval/unseen_users.parquet          the test pairs
+    eval/validation_domains.parquet, eval/validation_users.parquet  the validation pairs
+    eval/<source>.parquet (a dataset's own pairs)
     manifest.json           written last: its presence marks the corpus complete
 """
 from __future__ import annotations
@@ -36,6 +39,7 @@ FILES = {
     "interactions": "interactions.parquet",
     "rejects": "rejects.parquet",
     "histories": "pretrain/histories.parquet",
+    "item_stats": "pretrain/item_stats.parquet",
 }
 
 
@@ -144,7 +148,7 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
             if kept.get(t, 0) + n_rej != n_read:
                 raise CountMismatch(f"{rep['name']}/{t}: kept {kept.get(t, 0)} + rejected {n_rej} != read {n_read}")
 
-    split_report, histories, tables = _split(cfg, items, inter, given)
+    split_report, pretraining, tables = _split(cfg, items, inter, given)
     files = dict(FILES)
     for name in tables:
         files[f"eval/{name}"] = f"eval/{name}.parquet"
@@ -153,7 +157,8 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     storage.write_parquet(pa.Table.from_pandas(items[ITEMS.names], schema=ITEMS, preserve_index=False), storage.join(out, FILES["items"]))
     storage.write_parquet(pa.Table.from_pandas(inter[INTERACTIONS.names], schema=INTERACTIONS, preserve_index=False), storage.join(out, FILES["interactions"]))
     storage.write_parquet(rejects.to_table(), storage.join(out, FILES["rejects"]))
-    storage.write_parquet(histories, storage.join(out, FILES["histories"]))
+    for name, table in pretraining.items():
+        storage.write_parquet(table, storage.join(out, FILES[name]))
     for name, table in tables.items():
         storage.write_parquet(table, storage.join(out, f"eval/{name}.parquet"))
 
@@ -177,20 +182,29 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     return manifest
 
 
-def _split(cfg: DataConfig, items: pd.DataFrame, inter: pd.DataFrame, given) -> tuple[dict, pa.Table, dict[str, pa.Table]]:
-    """The split report, the pretraining histories, and the evaluation pair tables by name."""
+def _split(cfg: DataConfig, items: pd.DataFrame, inter: pd.DataFrame, given) -> tuple[dict, dict[str, pa.Table], dict[str, pa.Table]]:
+    """The split report, the pretraining tables (histories, item stats), and the evaluation pair tables by name."""
     sp = cfg.split
     all_domains = sorted(items["domain"].unique())
-    missing = [d for d in sp.unseen_domains if d not in all_domains]
-    if missing:
-        raise ConfigError(f"data.split.unseen_domains {missing} are not domains of this corpus; domains: {all_domains}")
-    unseen_dom = list(sp.unseen_domains)
+    for key in ("unseen_domains", "validation_domains"):
+        missing = [d for d in getattr(sp, key) if d not in all_domains]
+        if missing:
+            raise ConfigError(f"data.split.{key} {missing} are not domains of this corpus; domains: {all_domains}")
+    unseen_dom, val_dom = list(sp.unseen_domains), list(sp.validation_domains)
     held = splits.held_out_users(inter["user_id"].unique(), sp.unseen_user_fraction, sp.seed)
-    in_held = inter["user_id"].isin(held)
-    in_unseen_dom = inter["domain"].isin(unseen_dom)
-    # pretraining: seen users, seen domains, never a shown-but-not-clicked impression
-    pre = inter.loc[~in_held & ~in_unseen_dom & ~(inter["click"] == 0).fillna(False)]
+    val_users = splits.held_out_users(inter["user_id"].unique(), sp.validation_user_fraction, sp.seed + 1000, exclude=held)
+    in_held, in_val = inter["user_id"].isin(held), inter["user_id"].isin(val_users)
+    in_unseen_dom, in_val_dom = inter["domain"].isin(unseen_dom), inter["domain"].isin(val_dom)
+    out_dom = in_unseen_dom | in_val_dom
+    liked = splits.liked(inter, sp.click_min_rating)
+    # pretraining: seen users, seen domains, the interactions data.history_feedback keeps
+    scope = ~in_held & ~in_val & ~out_dom
+    kept = splits.in_history(liked, cfg.history_feedback)
+    pre = inter.loc[scope & kept].assign(liked=liked[(scope & kept).to_numpy()])
     hist_table, hist_stats = splits.pretrain_histories(pre, cfg.min_history, cfg.max_history)
+    # what the pretraining users did in the pretraining domains, every interaction: the baselines' counts
+    counted = (scope & inter["user_id"].isin(hist_table.column("user_id").to_pylist())).to_numpy()
+    stats_table = splits.item_stats(inter.loc[counted], liked[counted])
 
     rng = np.random.default_rng(sp.seed + 1)
     items_by_domain = {d: g["item_id"].to_numpy() for d, g in items.groupby("domain")}
@@ -202,23 +216,24 @@ def _split(cfg: DataConfig, items: pd.DataFrame, inter: pd.DataFrame, given) -> 
 
     tables: dict[str, pa.Table] = {}
     protocols: dict[str, dict] = {}
-    if unseen_dom:
-        # each unseen domain is its own zero-shot dataset: history and candidates from that domain
-        per_domain = {
-            d: splits.eval_pairs(inter.loc[inter["domain"] == d], sp, cfg.max_history, items_by_domain, touched, rng)
-            for d in unseen_dom
-        }
-        tables["unseen_domains"] = pa.concat_tables([t for t, _ in per_domain.values()])
+    def pairs(scope: pd.DataFrame):
+        return splits.eval_pairs(scope, sp, cfg.history_feedback, cfg.max_history, items_by_domain, touched, rng)
+
+    for name, domains in (("unseen_domains", unseen_dom), ("validation_domains", val_dom)):
+        if not domains:
+            continue
+        # each held-out domain is its own zero-shot dataset: history and candidates from that domain
+        per_domain = {d: pairs(inter.loc[inter["domain"] == d]) for d in domains}
+        tables[name] = pa.concat_tables([t for t, _ in per_domain.values()])
         total: dict = {}
         for _, s in per_domain.values():
             for k, v in s.items():
                 total[k] = total.get(k, 0) + v
         total["per_domain"] = {d: s for d, (_, s) in per_domain.items()}
-        protocols["unseen_domains"] = total
-    if len(held):
-        scope = inter.loc[in_held & ~in_unseen_dom]
-        t, s = splits.eval_pairs(scope, sp, cfg.max_history, items_by_domain, touched, rng)
-        tables["unseen_users"], protocols["unseen_users"] = t, s
+        protocols[name] = total
+    for name, users in (("unseen_users", in_held), ("validation_users", in_val)):
+        if users.any():  # held-out users over the pretraining domains
+            tables[name], protocols[name] = pairs(inter.loc[users & ~out_dom])
     for label, domain, pairs, histories in given:
         t, s = splits.given_pairs(pairs, domain, histories, cfg.max_history)
         tables[label], protocols[label] = t, s
@@ -227,18 +242,27 @@ def _split(cfg: DataConfig, items: pd.DataFrame, inter: pd.DataFrame, given) -> 
         "order": "per user by (timestamp, domain, item_id, rating, click)",
         "unseen_domains": unseen_dom,
         "unseen_users": {"fraction": sp.unseen_user_fraction, "count": int(len(held))},
+        "validation_domains": val_dom,
+        "validation_users": {"fraction": sp.validation_user_fraction, "count": int(len(val_users))},
+        "history_feedback": cfg.history_feedback,
         "pretrain": {
             "min_history": cfg.min_history,
             "max_history": cfg.max_history,
             **hist_stats,
             "excluded_interactions": {
                 "unseen_users": int(in_held.sum()),
-                "unseen_domains_of_seen_users": int((~in_held & in_unseen_dom).sum()),
-                "non_clicks": int((~in_held & ~in_unseen_dom & (inter["click"] == 0).fillna(False)).sum()),
+                "validation_users": int(in_val.sum()),
+                "held_out_domains_of_other_users": int((~in_held & ~in_val & out_dom).sum()),
+                "not_liked": int((scope & ~kept).sum()),  # history_feedback=positive leaves them out
             },
+            "item_stats": {"items": stats_table.num_rows, "interactions": int(counted.sum()),
+                           "liked": int(liked[counted].sum())},
         },
         "eval": {
-            "protocol": "RecBench: last candidates_per_user interactions are candidates, earlier ones history",
+            "protocol": sp.protocol,
+            "recbench_positives": sp.recbench_positives,
+            "recbench_negatives": sp.recbench_negatives,
+            "history_feedback": cfg.history_feedback,
             "candidates_per_user": sp.candidates_per_user,
             "min_eval_history": sp.min_eval_history,
             "click_min_rating": sp.click_min_rating,
@@ -247,7 +271,7 @@ def _split(cfg: DataConfig, items: pd.DataFrame, inter: pd.DataFrame, given) -> 
             **protocols,
         },
     }
-    return report, hist_table, tables
+    return report, {"histories": hist_table, "item_stats": stats_table}, tables
 
 
 def _totals(reports: list[dict]) -> dict:
@@ -284,12 +308,13 @@ def summary(m: dict) -> str:
                 lines.append(f"  rejected {rep['name']}/{t}: " + ", ".join(f"{r}={n:,}" for r, n in reasons.items()))
     lines.append(f"{'domain':<22}{'items':>8}{'interactions':>14}{'users':>8}")
     for d, c in m["domains"].items():
-        mark = " (unseen)" if d in m["split"]["unseen_domains"] else ""
+        mark = (" (unseen)" if d in m["split"]["unseen_domains"]
+                else " (validation)" if d in m["split"].get("validation_domains", ()) else "")
         lines.append(f"{d + mark:<22}{c['items']:>8,}{c['interactions']:>14,}{c['users']:>8,}")
     p = m["split"]["pretrain"]
     lines.append(
-        f"pretraining histories: {p['users']:,} users, {p['interactions']:,} interactions "
-        f"({p['users_below_min_history']:,} users under {p['min_history']} dropped, "
+        f"pretraining histories ({m['split'].get('history_feedback', 'positive')} feedback): {p['users']:,} users, "
+        f"{p['interactions']:,} interactions ({p['users_below_min_history']:,} users under {p['min_history']} dropped, "
         f"{p['interactions_truncated']:,} interactions truncated beyond {p['max_history']})"
     )
     for name, s in m["split"]["eval"].items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: histories and evaluation histories carry each item's feedback (liked or not)
 
 # the named text attributes an item may carry, in the order the formatted text lists them
 TEXT_FIELDS: tuple[str, ...] = ("title", "year", "category", "brand", "description", "details")
@@ -47,6 +47,10 @@ REJECTS = pa.schema(
     ]
 )
 
+# an interaction's feedback, as histories carry it: 1 liked (a click, a rating >= click_min_rating,
+# or implicit feedback), 0 not liked (a lower rating, an impression shown and not clicked)
+LIKED, NOT_LIKED = 1, 0
+
 # one row per pretraining user: the time-ordered history (pretraining domains only)
 HISTORIES = pa.schema(
     [
@@ -54,6 +58,18 @@ HISTORIES = pa.schema(
         pa.field("domains", pa.list_(pa.string()), nullable=False),
         pa.field("item_ids", pa.list_(pa.string()), nullable=False),
         pa.field("timestamps", pa.list_(pa.int64()), nullable=False),
+        pa.field("feedback", pa.list_(pa.int8()), nullable=False),  # LIKED / NOT_LIKED per item
+    ]
+)
+
+# per item, the feedback of the pretraining users in the pretraining domains (every interaction,
+# whichever feedback the histories keep): what popularity and like-rate baselines may count zero-shot
+ITEM_STATS = pa.schema(
+    [
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("interactions", pa.int64(), nullable=False),
+        pa.field("liked", pa.int64(), nullable=False),
     ]
 )
 
@@ -63,6 +79,7 @@ EVAL_PAIRS = pa.schema(
         pa.field("user_id", pa.string(), nullable=False),
         pa.field("history_domains", pa.list_(pa.string()), nullable=False),
         pa.field("history_item_ids", pa.list_(pa.string()), nullable=False),
+        pa.field("history_feedback", pa.list_(pa.int8()), nullable=False),  # LIKED / NOT_LIKED per item
         pa.field("domain", pa.string(), nullable=False),
         pa.field("item_id", pa.string(), nullable=False),
         pa.field("timestamp", pa.int64()),  # null for sampled negatives
@@ -87,6 +104,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "duplicate_item",
     "duplicate",
     "item_without_interactions",
+    "unsupported_value",
 )
 
 

@@ -10,6 +10,10 @@ earliest window is aligned to the history's start and so overlaps its neighbour 
 a multiple of ``m``: its overlapping items serve as context only (their labels are masked), so every
 target is trained once and no block is padding-heavy; only users shorter than ``m`` items are padded.
 
+With a feedback vocabulary (``pretrain.objective=feedback``) each item is followed by its feedback
+token (<liked> / <not-liked>), so a block holds ``(block_len - 1) // (tokens_per_item + 1)`` items and
+the feedback tokens are training targets like the item tokens.
+
 Validation holds out whole users (a stable hash of the user id), so its loss measures generalisation to
 people the model never saw.
 """
@@ -19,7 +23,7 @@ import hashlib
 
 import numpy as np
 
-from recbase.model.vocab import BOS, PAD, ItemIndex
+from recbase.model.vocab import BOS, PAD, ItemIndex, Vocab
 
 IGNORE = -100  # label of positions that are not predicted (padding, BOS, overlapped context)
 
@@ -29,6 +33,15 @@ def items_per_block(block_len: int, tokens_per_item: int) -> int:
     if m < 2:
         raise ValueError(f"block_len {block_len} holds fewer than 2 items of {tokens_per_item} tokens")
     return m
+
+
+def history_tokens(index: ItemIndex, vocab: Vocab, domains, item_ids, feedback) -> np.ndarray:
+    """A history as the model reads it: [n, vocab.tokens_per_step] — each item's tokens, then its
+    feedback token when ``vocab`` has them. Raises on unknown items (``index.encode``)."""
+    toks = index.encode(domains, item_ids)  # [n, t]
+    if not vocab.feedback:
+        return toks
+    return np.concatenate([toks, vocab.feedback_tokens(feedback)[:, None]], 1)  # [n, t + 1]
 
 
 def windows(n_items: int, m: int) -> list[tuple[int, int, int]]:
@@ -74,16 +87,18 @@ def is_validation(user_ids, fraction: float, seed: int = 0) -> np.ndarray:
 
 
 class HistoryBlocks:
-    """Ray Data / plain callable: a batch of ``HISTORIES`` rows -> ``input_ids, labels`` blocks."""
+    """Ray Data / plain callable: a batch of ``HISTORIES`` rows -> ``input_ids, labels`` blocks, written
+    in ``vocab`` (the index's own vocabulary, or the same with feedback tokens)."""
 
-    def __init__(self, index: ItemIndex, block_len: int) -> None:
-        self.index, self.block_len = index, block_len
-        items_per_block(block_len, index.vocab.tokens_per_item)
+    def __init__(self, index: ItemIndex, block_len: int, vocab: Vocab | None = None) -> None:
+        self.index, self.block_len, self.vocab = index, block_len, vocab or index.vocab
+        items_per_block(block_len, self.vocab.tokens_per_step)
 
     def __call__(self, batch: dict) -> dict:
         ids, labels = [], []
-        for domains, items in zip(batch["domains"], batch["item_ids"]):
-            toks = self.index.encode(list(domains), list(items))  # [n, t]
+        feedback = batch["feedback"] if self.vocab.feedback else [None] * len(batch["item_ids"])
+        for domains, items, fb in zip(batch["domains"], batch["item_ids"], feedback):
+            toks = history_tokens(self.index, self.vocab, list(domains), list(items), fb)  # [n, t']
             i, l = user_blocks(toks, self.block_len)
             ids.append(i)
             labels.append(l)

@@ -1,4 +1,16 @@
-"""Baselines scored on the very same pairs: popularity, text-embedding similarity, a prompted LLM."""
+"""Baselines scored on the very same pairs — what a user would reach for instead of RecBase:
+
+* ``popularity``: how many evaluated users hold the candidate in their history (counts the evaluation
+  data itself: a transductive bar, not zero-shot);
+* ``popularity_pretrain`` / ``like_rate``: the candidate's likes / like rate among the pretraining users
+  (``pretrain/item_stats.parquet``) — zero-shot for unseen users (same items, new people), no
+  information for an unseen domain's items (they score the prior);
+* ``knn_like_rate``: the pooled like rate of the candidate's nearest pretraining items in embedding
+  space — a zero-shot content baseline for unseen domains;
+* ``like_share``: the user's share of liked items in the evaluated history, one constant per history
+  (only where histories hold non-liked items): it ranks users, not items, so its GAUC is 0.5;
+* ``text_similarity``: cosine of the candidate's embedding to the history's mean; the LLM is in llm.py.
+"""
 from __future__ import annotations
 
 from collections import Counter
@@ -6,7 +18,67 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from recbase.data.schema import LIKED
 from recbase.eval.scoring import UserGroup
+
+# like-rate smoothing: an item's (liked + m p0) / (interactions + m), p0 the overall like rate
+LIKE_RATE_PRIOR = 10.0
+KNN_NEIGHBOURS = 20
+
+
+def _key(domains, item_ids) -> list[str]:
+    return [f"{d}\x1f{i}" for d, i in zip(domains, item_ids)]
+
+
+class ItemStats:
+    """The pretraining users' interactions and likes per item (``ITEM_STATS`` rows)."""
+
+    def __init__(self, table) -> None:
+        df = table.to_pandas() if hasattr(table, "to_pandas") else table
+        self.index = pd.Index(_key(df["domain"], df["item_id"]))
+        self.interactions = df["interactions"].to_numpy(np.float64)  # [M]
+        self.liked = df["liked"].to_numpy(np.float64)  # [M]
+        self.p0 = float(self.liked.sum() / max(1.0, self.interactions.sum()))
+
+    def rows(self, domains, item_ids) -> np.ndarray:
+        return self.index.get_indexer(_key(domains, item_ids))
+
+    def rate(self, rows: np.ndarray, prior: float = LIKE_RATE_PRIOR) -> np.ndarray:
+        """Smoothed like rate of ``rows`` (-1: an item nobody in pretraining touched -> p0)."""
+        ok = rows >= 0
+        n = np.where(ok, self.interactions[np.maximum(rows, 0)], 0.0)
+        k = np.where(ok, self.liked[np.maximum(rows, 0)], 0.0)
+        return (k + prior * self.p0) / (n + prior)
+
+
+def _per_candidate(groups: list[UserGroup], n_pairs: int, fn) -> np.ndarray:
+    scores = np.full(n_pairs, np.nan)
+    for g in groups:
+        scores[g.rows] = fn(g)
+    return scores
+
+
+def popularity_pretrain(groups: list[UserGroup], n_pairs: int, stats: ItemStats) -> np.ndarray:
+    """Likes of the candidate among the pretraining users (0 for items they never touched)."""
+    def fn(g):
+        r = stats.rows(g.domains, g.item_ids)
+        return np.where(r >= 0, stats.liked[np.maximum(r, 0)], 0.0)
+    return _per_candidate(groups, n_pairs, fn)
+
+
+def like_rate(groups: list[UserGroup], n_pairs: int, stats: ItemStats, prior: float = LIKE_RATE_PRIOR) -> np.ndarray:
+    """The candidate's smoothed like rate among the pretraining users."""
+    return _per_candidate(groups, n_pairs, lambda g: stats.rate(stats.rows(g.domains, g.item_ids), prior))
+
+
+def like_share(groups: list[UserGroup], n_pairs: int) -> np.ndarray:
+    """The share of liked items in each evaluated history (NaN for an empty history)."""
+    return _per_candidate(groups, n_pairs, lambda g: np.mean(np.asarray(g.history_feedback) == LIKED)
+                          if len(g.history_feedback) else np.nan)
+
+
+def histories_hold_dislikes(groups: list[UserGroup]) -> bool:
+    return any(f != LIKED for g in groups for f in g.history_feedback)
 
 
 def popularity(groups: list[UserGroup], n_pairs: int) -> np.ndarray:
@@ -52,4 +124,33 @@ def text_similarity(groups: list[UserGroup], n_pairs: int, table: EmbeddingTable
         profile /= max(float(np.linalg.norm(profile)), 1e-12)
         ok = c >= 0
         scores[g.rows[ok]] = table.vectors[c[ok]] @ profile  # [C]
+    return scores, errors
+
+
+def knn_like_rate(groups: list[UserGroup], n_pairs: int, table: EmbeddingTable, stats: ItemStats,
+                  k: int = KNN_NEIGHBOURS) -> tuple[np.ndarray, dict]:
+    """The pooled like rate (likes / interactions) of each candidate's ``k`` nearest pretraining items by
+    embedding cosine, the candidate itself left out."""
+    keys = np.asarray(stats.index, dtype=object)
+    pool = table.index.get_indexer(keys)  # stats row -> embedding row
+    have = pool >= 0
+    vectors = table.vectors[pool[have]]  # [M, E]
+    n, liked = stats.interactions[have], stats.liked[have]  # [M]
+    position = np.full(len(keys), -1)
+    position[have] = np.arange(int(have.sum()))  # stats row -> row of vectors
+    scores = np.full(n_pairs, np.nan)
+    errors = {"unknown_candidates": 0}
+    k = min(k, len(vectors) - 1)
+    for g in groups:
+        c = table.rows(g.domains, g.item_ids)
+        errors["unknown_candidates"] += int((c < 0).sum())
+        ok = c >= 0
+        if not ok.any() or k < 1:
+            continue
+        sim = table.vectors[c[ok]] @ vectors.T  # [C, M]
+        own = stats.rows(np.asarray(g.domains)[ok], np.asarray(g.item_ids)[ok])
+        own = np.where(own >= 0, position[np.maximum(own, 0)], -1)
+        sim[np.flatnonzero(own >= 0), own[own >= 0]] = -np.inf  # never its own like rate
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # [C, k]
+        scores[g.rows[ok]] = liked[top].sum(1) / np.maximum(n[top].sum(1), 1.0)
     return scores, errors

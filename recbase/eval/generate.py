@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from recbase.eval.scoring import UserGroup
 from recbase.model.vocab import BOS, ItemIndex
 
 
@@ -48,3 +49,32 @@ def recommend(model, index: ItemIndex, history_tokens: np.ndarray, k: int = 10, 
             seen.add(item)
             ranked.append(item)
     return ranked[:k]
+
+
+def next_liked(groups: list[UserGroup], clicks: np.ndarray) -> list[tuple[int, tuple[str, str]]]:
+    """(group number, item) of each evaluated history's next liked item: its first clicked candidate
+    (candidates are in time order); histories whose candidates hold no click are left out."""
+    out = []
+    for k, g in enumerate(groups):
+        liked = np.flatnonzero(np.asarray(clicks)[g.rows] == 1)
+        if len(liked):
+            out.append((k, (g.domains[liked[0]], g.item_ids[liked[0]])))
+    return out
+
+
+def allowed_rows(index: ItemIndex, g: UserGroup) -> np.ndarray:
+    """What a recommendation after ``g``'s history may name: items of its candidates' domains, never one
+    already in the history."""
+    seen = index.rows(g.history_domains, g.history_item_ids)
+    ok = np.isin(index.domains, np.asarray(sorted(set(g.domains)), dtype=object))
+    ok[seen[seen >= 0]] = False
+    return np.flatnonzero(ok)
+
+
+def top_by_counts(index: ItemIndex, g: UserGroup, counts: dict, k: int) -> list[tuple[str, str]]:
+    """The ``k`` allowed items (``allowed_rows``) with the highest ``counts`` ((domain, item) -> count),
+    ties in index order: a popularity recommender."""
+    rows = allowed_rows(index, g)
+    c = np.asarray([counts.get((index.domains[r], index.item_ids[r]), 0) for r in rows], dtype=np.float64)
+    top = rows[np.argsort(-c, kind="stable")[:k]]
+    return [(index.domains[r], index.item_ids[r]) for r in top]

@@ -13,9 +13,12 @@ def auc(labels, scores) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def gauc(users, labels, scores) -> float:
-    """Per-user AUC averaged with weights = the user's clicks (users with only one class carry no AUC)."""
-    df = pd.DataFrame({"u": np.asarray(users), "y": np.asarray(labels), "s": np.asarray(scores, dtype=np.float64)})
+def gauc(groups, labels, scores) -> float:
+    """Per-group AUC averaged with weights = the group's clicks (groups with only one class carry no AUC).
+
+    Evaluation groups by the evaluated history (``scoring.history_ids``): a user evaluated in two domains
+    is two groups, so a score that is constant per history scores exactly 0.5."""
+    df = pd.DataFrame({"u": np.asarray(groups), "y": np.asarray(labels), "s": np.asarray(scores, dtype=np.float64)})
     total, weight = 0.0, 0.0
     for _, g in df.groupby("u", sort=False):
         pos = int(g["y"].sum())
@@ -23,6 +26,14 @@ def gauc(users, labels, scores) -> float:
             total += pos * roc_auc_score(g["y"], g["s"])
             weight += pos
     return total / weight if weight else float("nan")
+
+
+def pair_metrics(labels, groups, scores) -> dict:
+    """AUC and GAUC (by ``groups``) over the scored pairs (NaN scores are unscored, counted)."""
+    labels, groups, scores = np.asarray(labels), np.asarray(groups), np.asarray(scores, dtype=np.float64)
+    ok = ~np.isnan(scores)
+    return {"auc": auc(labels[ok], scores[ok]), "gauc": gauc(groups[ok], labels[ok], scores[ok]),
+            "scored_pairs": int(ok.sum()), "unscored_pairs": int((~ok).sum())}
 
 
 def recall_ndcg_at_k(ranked: list[list], targets: list, k: int) -> tuple[float, float]:

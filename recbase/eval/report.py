@@ -5,11 +5,26 @@ from __future__ import annotations
 from recbase import storage
 
 METHOD_NAMES = {"recbase": "RecBase (zero-shot)", "recbase_finetuned": "RecBase (fine-tuned)",
-                "popularity": "Popularity", "text_similarity": "Text similarity", "llm": "LLM (prompted)"}
+                "recbase_prior_only": "RecBase, no history (diagnostic)",
+                "popularity": "Popularity (evaluation histories)", "popularity_pretrain": "Popularity (pretraining users)",
+                "like_rate": "Like rate (pretraining users)", "knn_like_rate": "Like rate of nearest items (content)",
+                "like_share": "User's like share (per history)", "text_similarity": "Text similarity",
+                "llm": "LLM (prompted)"}
+
+
+def is_validation(dataset: str) -> bool:
+    return dataset.startswith("validation_")
 
 
 def markdown(results: dict) -> str:
-    text = _table(results["datasets"])
+    val = {n: d for n, d in results["datasets"].items() if is_validation(n)}
+    test = {n: d for n, d in results["datasets"].items() if not is_validation(n)}
+    text = ""
+    if val:
+        text += "Validation (every choice was made on these pairs):\n\n" + _table(val) + "\n"
+    if test:
+        text += ("Test (reported, never used for a choice):\n\n" if val else "") + _table(test)
+    text += _next_item_table(results["datasets"])
     subsets = {n: d["llm_subset"] for n, d in results["datasets"].items() if "llm_subset" in d}
     if subsets:
         text += "\nThe LLM scored a sample of users; every method on exactly the LLM's pairs:\n\n" + _table(subsets)
@@ -20,6 +35,27 @@ def markdown(results: dict) -> str:
         text += "\nCounted errors (items with no concept IDs / embedding / text; rejected pairs):\n" + "".join(
             f"- {n} {m}: {e}\n" for n, per in errors.items() for m, e in per.items())
     return text
+
+
+NEXT_ITEM_NAMES = {"recbase": "RecBase (constrained beam search)", "popularity": "Popularity (evaluation histories)",
+                   "popularity_pretrain": "Popularity (pretraining users)"}
+
+
+def _next_item_table(datasets: dict) -> str:
+    have = {n: d["next_item"] for n, d in datasets.items() if d.get("next_item")}
+    if not have:
+        return ""
+    k = next(iter(have.values()))["k"]
+    lines = [f"\nNext liked item, top {k} among the domain's items not in the history (a sample of histories):\n",
+             "| method | " + " | ".join(f"{n} Recall@{k} | {n} NDCG@{k}" for n in have) + " |",
+             "|---|" + "---|---|" * len(have)]
+    for m, label in NEXT_ITEM_NAMES.items():
+        cells = []
+        for r in have.values():
+            cells += [f"{r[m][f'recall@{k}']:.4f}", f"{r[m][f'ndcg@{k}']:.4f}"] if m in r else ["", ""]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("\n" + "; ".join(f"{n}: {r['histories']:,} histories" for n, r in have.items()) + "\n")
+    return "\n".join(lines)
 
 
 def _table(datasets: dict) -> str:
@@ -47,16 +83,16 @@ def plot(results: dict, path_png: str) -> bytes:
     names = list(results["datasets"])
     methods = list(dict.fromkeys(m for d in results["datasets"].values() for m in d["methods"]))
     names = names or ["(none)"]
-    fig, ax = plt.subplots(figsize=(1.8 + 2.2 * len(names), 3.4))
-    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(3.5 + (0.6 + 0.28 * len(methods)) * len(names), 3.8))
+    width = 0.8 / max(1, len(methods))
     for i, m in enumerate(methods):
         vals = [results["datasets"][n]["methods"].get(m, {}).get("auc", np.nan) for n in names]
         bars = ax.bar(np.arange(len(names)) + (i - (len(methods) - 1) / 2) * width, vals, width,
                       label=METHOD_NAMES.get(m, m))
-        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+        ax.bar_label(bars, fmt="%.2f", fontsize=6, rotation=90, padding=2)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_xticks(np.arange(len(names)), [f"{n}\n(validation)" if is_validation(n) else f"{n}\n(test)" for n in names])
     ax.set_ylabel("AUC")
-    ax.set_ylim(0.4, max(0.8, ax.get_ylim()[1]))
-    ax.legend(fontsize=8, loc="upper left")
+    ax.set_ylim(0.0, max(1.0, ax.get_ylim()[1]))  # from 0: every bar is drawn, the lowest too
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return storage.write_figure(fig, path_png)

@@ -1,7 +1,11 @@
-"""Zero-shot scoring: a candidate's score is the model's log-probability of its concept-ID tokens given
-the user's history tokens.
+"""Zero-shot scoring of a candidate after the user's history tokens, by one of two rules:
 
-Normalisation: the sum of log-probabilities over the candidate's tokens (its levels, and the dedup
+* ``likelihood`` (the paper's): the model's log-probability of the candidate's concept-ID tokens.
+* ``feedback`` (a model pretrained with feedback tokens, ``pretrain.objective=feedback``): after the
+  candidate's tokens, log P(<liked>) - log P(<not-liked>) — the model's log-odds that this user likes
+  this item, as the LLM baseline reads P(Yes).
+
+Normalisation of ``likelihood``: the sum of log-probabilities over the candidate's tokens (its levels, and the dedup
 suffix when the vocabulary has one). Every item has the same number of tokens, so the sum and the
 per-token mean rank candidates identically; the sum is the item's log-likelihood.
 
@@ -18,7 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recbase.model.vocab import BOS, ItemIndex
+from recbase.data.sequences import history_tokens
+from recbase.model.vocab import BOS, ItemIndex, Vocab
+
+RULES = ("likelihood", "feedback")
 
 
 @dataclass
@@ -28,6 +35,7 @@ class UserGroup:
     user_id: str
     history_domains: list
     history_item_ids: list
+    history_feedback: list  # schema LIKED / NOT_LIKED per history item
     domains: list
     item_ids: list
     rows: np.ndarray  # positions of these candidates in the pairs table
@@ -41,37 +49,66 @@ def group_pairs(pairs: pd.DataFrame) -> list[UserGroup]:
         rows = idx.to_numpy()
         first = pairs.iloc[rows[0]]
         groups.append(UserGroup(str(first["user_id"]), list(first["history_domains"]), list(first["history_item_ids"]),
-                                pairs["domain"].iloc[rows].tolist(), pairs["item_id"].iloc[rows].tolist(), rows))
+                                [int(f) for f in first["history_feedback"]], pairs["domain"].iloc[rows].tolist(),
+                                pairs["item_id"].iloc[rows].tolist(), rows))
     return groups
 
 
-class ConceptScorer:
-    """Log-likelihood of candidates' concept IDs under a causal LM over the RecBase vocabulary."""
+def history_ids(groups: list[UserGroup], n_pairs: int) -> np.ndarray:
+    """Each pair's evaluated history (its group's number): what GAUC groups by, so a user evaluated in
+    two domains is two groups and a score that is constant per history carries no GAUC signal."""
+    out = np.full(n_pairs, -1, dtype=np.int64)
+    for k, g in enumerate(groups):
+        out[g.rows] = k
+    return out
 
-    def __init__(self, model, index: ItemIndex, max_history_items: int) -> None:
+
+def default_rule(vocab: Vocab) -> str:
+    """A model's own scoring rule: feedback when it was pretrained with feedback tokens, else likelihood."""
+    return "feedback" if vocab.feedback else "likelihood"
+
+
+class ConceptScorer:
+    """Scores of candidates' concept IDs under a causal LM over the RecBase vocabulary (``vocab``: the
+    model's, which may add feedback tokens to the index's), by ``rule``."""
+
+    def __init__(self, model, index: ItemIndex, max_history_items: int, vocab: Vocab | None = None,
+                 rule: str = "likelihood") -> None:
         self.model, self.index = model.eval(), index
+        self.vocab = vocab or index.vocab
+        if rule not in RULES:
+            raise ValueError(f"unknown scoring rule {rule!r}; choose one of {RULES}")
+        if rule == "feedback" and not self.vocab.feedback:
+            raise ValueError("scoring rule 'feedback' needs a model pretrained with feedback tokens "
+                             "(pretrain.objective=feedback)")
+        self.rule = rule
         self.max_history_items = max_history_items
         self.device = next(model.parameters()).device
 
     def prompt(self, history_tokens: np.ndarray) -> torch.Tensor:
-        """<bos> + the latest ``max_history_items`` items' tokens."""
+        """<bos> + the latest ``max_history_items`` items' tokens ([n, tokens_per_step])."""
         h = history_tokens[-self.max_history_items:].reshape(-1) if self.max_history_items else history_tokens[:0].reshape(-1)
         return torch.tensor([[BOS, *h.tolist()]], device=self.device)  # [1, 1 + n t]
 
     @torch.no_grad()
     def score_user(self, history_tokens: np.ndarray, candidate_tokens: np.ndarray) -> np.ndarray:
-        """History [n, t], candidates [C, t] -> log P(candidate | history) [C], one history pass."""
+        """History [n, t'], candidates [C, t] -> scores [C] (``rule``), one history pass."""
         cand = torch.as_tensor(candidate_tokens, device=self.device).long()  # [C, t]
         C, t = cand.shape
         out = self.model(input_ids=self.prompt(history_tokens), use_cache=True)
         first = torch.log_softmax(out.logits[0, -1].float(), -1)  # [V]
-        score = first[cand[:, 0]]  # [C]
-        if t > 1:
-            cache = out.cache
-            cache.batch_repeat_interleave(C)  # the history's keys/values, once per candidate
-            rest = self.model(input_ids=cand[:, :-1], cache=cache, use_cache=False).logits  # [C, t-1, V]
-            logp = torch.log_softmax(rest.float(), -1)  # [C, t-1, V]
-            score = score + logp.gather(-1, cand[:, 1:, None]).squeeze(-1).sum(1)  # [C]
+        feedback = self.rule == "feedback"
+        if t == 1 and not feedback:
+            return first[cand[:, 0]].cpu().numpy()
+        cache = out.cache
+        cache.batch_repeat_interleave(C)  # the history's keys/values, once per candidate
+        # the feedback rule reads the position after the candidate's last token, likelihood does not
+        rest = self.model(input_ids=cand if feedback else cand[:, :-1], cache=cache, use_cache=False).logits  # [C, t or t-1, V]
+        logp = torch.log_softmax(rest.float(), -1)  # [C, t or t-1, V]
+        if feedback:
+            liked, not_liked = self.vocab.feedback_ids
+            return (logp[:, -1, liked] - logp[:, -1, not_liked]).cpu().numpy()  # [C]
+        score = first[cand[:, 0]] + logp.gather(-1, cand[:, 1:, None]).squeeze(-1).sum(1)  # [C]
         return score.cpu().numpy()
 
     @torch.no_grad()
@@ -81,8 +118,12 @@ class ConceptScorer:
         scores = []
         for row in torch.as_tensor(candidate_tokens, device=self.device).long():  # [t]
             ids = torch.cat([prompt, row[None]], 1)  # [1, P + t]
-            logp = torch.log_softmax(self.model(input_ids=ids).logits[0, prompt.shape[1] - 1:-1].float(), -1)  # [t, V]
-            scores.append(float(logp.gather(-1, row[:, None]).sum()))
+            logp = torch.log_softmax(self.model(input_ids=ids).logits[0, prompt.shape[1] - 1:].float(), -1)  # [t + 1, V]
+            if self.rule == "feedback":
+                liked, not_liked = self.vocab.feedback_ids
+                scores.append(float(logp[-1, liked] - logp[-1, not_liked]))
+            else:
+                scores.append(float(logp[:-1].gather(-1, row[:, None]).sum()))
         return np.asarray(scores)
 
     def score_groups(self, groups: list[UserGroup], n_pairs: int) -> tuple[np.ndarray, dict]:
@@ -96,6 +137,9 @@ class ConceptScorer:
             known = cand_rows >= 0
             errors["unknown_candidates"] += int((~known).sum())
             if known.any():
-                hist = self.index.tokens[hist_rows[hist_rows >= 0]]  # [n, t]
+                k = hist_rows >= 0
+                hist = history_tokens(self.index, self.vocab, np.asarray(g.history_domains, dtype=object)[k],
+                                      np.asarray(g.history_item_ids, dtype=object)[k],
+                                      np.asarray(g.history_feedback, dtype=np.int64)[k])  # [n, t']
                 scores[g.rows[known]] = self.score_user(hist, self.index.tokens[cand_rows[known]])
         return scores, errors

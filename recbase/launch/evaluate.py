@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from typing import Callable
 
 import numpy as np
@@ -12,10 +13,11 @@ import ray
 from recbase import storage
 from recbase.config import Config, to_dict
 from recbase.eval import baselines, llm, metrics, report
-from recbase.eval.scoring import ConceptScorer, UserGroup, group_pairs
+from recbase.data.corpus import FILES as CORPUS_FILES
+from recbase.eval.scoring import ConceptScorer, UserGroup, default_rule, group_pairs, history_ids
 from recbase.launch import recbench, session
 from recbase.launch.tokenize import load_embeddings
-from recbase.model.vocab import ItemIndex
+from recbase.model.vocab import ItemIndex, Vocab
 
 MANIFEST, RESULTS_JSON, RESULTS_MD, RESULTS_PNG = "manifest.json", "results.json", "results.md", "auc.png"
 
@@ -33,7 +35,7 @@ def model_dir(path: str) -> str:
 class ScoreActor:
     """Ray Data actor: a batch of user groups -> (row, score) pairs, with one RecBase model replica."""
 
-    def __init__(self, model_dir: str, index_dir: str, max_history_items: int, threads: int) -> None:
+    def __init__(self, model_dir: str, index_dir: str, max_history_items: int, threads: int, vocab: dict) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -44,16 +46,45 @@ class ScoreActor:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         with storage.local_dir(model_dir) as d:  # s3:// exports are downloaded once per actor
             model = AutoModelForCausalLM.from_pretrained(d).to(device)
-        self.scorer = ConceptScorer(model, ItemIndex.load(index_dir), max_history_items)
+        v = Vocab.from_dict(vocab)
+        self.scorer = ConceptScorer(model, ItemIndex.load(index_dir), max_history_items, v, default_rule(v))
 
     def __call__(self, batch: dict) -> dict:
-        groups = [UserGroup(u, list(hd), list(hi), list(d), list(i), np.asarray(r))
-                  for u, hd, hi, d, i, r in zip(batch["user_id"], batch["history_domains"], batch["history_item_ids"],
-                                                batch["domains"], batch["item_ids"], batch["rows"])]
+        groups = [UserGroup(u, list(hd), list(hi), list(hf), list(d), list(i), np.asarray(r))
+                  for u, hd, hi, hf, d, i, r in zip(batch["user_id"], batch["history_domains"], batch["history_item_ids"],
+                                                    batch["history_feedback"], batch["domains"], batch["item_ids"],
+                                                    batch["rows"])]
         n = int(max(r.max() for r in batch["rows"])) + 1
         scores, _ = self.scorer.score_groups(groups, n)  # unknown items: counted on the driver
         rows = np.concatenate([g.rows for g in groups])
         return {"row": rows, "score": scores[rows]}
+
+
+class RecommendActor(ScoreActor):
+    """Ray Data actor: a batch of histories -> the top-K items of trie-constrained beam search after each
+    (items of the history's candidate domains, none already in it), one RecBase model replica."""
+
+    def __init__(self, model_dir: str, index_dir: str, max_history_items: int, threads: int, vocab: dict,
+                 k: int, beams: int) -> None:
+        super().__init__(model_dir, index_dir, max_history_items, threads, vocab)
+        self.k, self.beams = k, beams
+
+    def __call__(self, batch: dict) -> dict:
+        from recbase.data.sequences import history_tokens
+        from recbase.eval.generate import allowed_rows, recommend
+
+        s = self.scorer
+        out = []
+        for hd, hi, hf, d, i in zip(batch["history_domains"], batch["history_item_ids"], batch["history_feedback"],
+                                    batch["domains"], batch["item_ids"]):
+            g = UserGroup("", list(hd), list(hi), list(hf), list(d), list(i), np.zeros(0))
+            k = s.index.rows(g.history_domains, g.history_item_ids) >= 0
+            hist = history_tokens(s.index, s.vocab, np.asarray(g.history_domains, dtype=object)[k],
+                                  np.asarray(g.history_item_ids, dtype=object)[k], np.asarray(g.history_feedback)[k])
+            top = recommend(s.model, s.index, hist, k=self.k, beams=self.beams, restrict=allowed_rows(s.index, g),
+                            max_history_items=s.max_history_items)
+            out.append(["\x1f".join(item) for item in top])
+        return {"group": np.asarray(batch["group"]), "top": np.asarray(out, dtype=object)}
 
 
 class LLMActor:
@@ -90,7 +121,49 @@ def score_with_ray(cfg: Config, actor, kwargs: dict, records: list[dict], n_pair
 
 def group_records(groups: list[UserGroup]) -> list[dict]:
     return [{"user_id": g.user_id, "history_domains": g.history_domains, "history_item_ids": g.history_item_ids,
-             "domains": g.domains, "item_ids": g.item_ids, "rows": g.rows.tolist()} for g in groups]
+             "history_feedback": g.history_feedback, "domains": g.domains, "item_ids": g.item_ids,
+             "rows": g.rows.tolist()} for g in groups]
+
+
+def next_item_metrics(cfg: Config, groups: list[UserGroup], clicks, model_path: str, ds, vocab: dict,
+                      max_history: int, corpus: str) -> dict:
+    """Recall@K / NDCG@K for the next liked item of a sample of the histories: RecBase's constrained beam
+    search beside popularity's top K (evaluation histories, and pretraining users' likes)."""
+    from recbase.eval.generate import next_liked, top_by_counts
+
+    e = cfg.eval
+    targets = dict(next_liked(groups, clicks))
+    chosen = llm_subset([g for k, g in enumerate(groups) if k in targets], e.recommend_users)
+    number = {id(g): k for k, g in enumerate(groups)}
+    records = [{**r, "group": number[id(g)]} for g, r in zip(chosen, group_records(chosen))]
+    if not records:
+        return {}
+    ds_ray = ray.data.from_items(records).repartition(target_num_rows_per_block=max(1, e.batch_users // 4))
+    ds_ray = ds_ray.map_batches(RecommendActor, fn_constructor_kwargs={
+        "model_dir": model_path, "index_dir": ds.index_dir, "max_history_items": max_history,
+        "threads": e.threads_per_actor, "vocab": vocab, "k": e.recommend_k, "beams": e.recommend_beams},
+        batch_size=max(1, e.batch_users // 4), batch_format="numpy", num_cpus=e.num_cpus_per_actor,
+        num_gpus=session.gpus_per_actor(e.num_gpus_per_actor), compute=ray.data.ActorPoolStrategy(size=e.concurrency))
+    ranked = {}
+    for batch in ds_ray.iter_batches(batch_format="numpy", batch_size=None):
+        for k, top in zip(batch["group"], batch["top"]):
+            ranked[int(k)] = [tuple(x.split("\x1f", 1)) for x in top]
+    index = ItemIndex.load(ds.index_dir)
+    keys = sorted(ranked)
+    truth = [targets[k] for k in keys]
+    pop = Counter()
+    for g in groups:
+        pop.update(set(zip(g.history_domains, g.history_item_ids)))
+    stats = storage.read_parquet(storage.join(corpus, CORPUS_FILES["item_stats"])).to_pandas()
+    liked = dict(zip(zip(stats["domain"], stats["item_id"]), stats["liked"]))
+    lists = {"recbase": [ranked[k] for k in keys],
+             "popularity": [top_by_counts(index, groups[k], pop, e.recommend_k) for k in keys],
+             "popularity_pretrain": [top_by_counts(index, groups[k], liked, e.recommend_k) for k in keys]}
+    out = {"histories": len(keys), "k": e.recommend_k}
+    for m, lst in lists.items():
+        r, n = metrics.recall_ndcg_at_k(lst, truth, e.recommend_k)
+        out[m] = {f"recall@{e.recommend_k}": r, f"ndcg@{e.recommend_k}": n}
+    return out
 
 
 def llm_subset(groups: list[UserGroup], max_users: int) -> list[UserGroup]:
@@ -133,10 +206,28 @@ def resolve_dataset(cfg: Config, name: str, mdir: str, meta: dict, log) -> recbe
     return recbench.Dataset(name, path, mdir, embeddings, items, {})
 
 
-def _method_metrics(labels, users, s) -> dict:
-    ok = ~np.isnan(s)
-    return {"auc": metrics.auc(labels[ok], s[ok]), "gauc": metrics.gauc(users[ok], labels[ok], s[ok]),
-            "scored_pairs": int(ok.sum()), "unscored_pairs": int((~ok).sum())}
+def baseline_scores(e, groups: list[UserGroup], n_pairs: int, ds: recbench.Dataset, corpus: str, entry: dict) -> dict:
+    """The baselines ``e.baselines`` asks for that need no actor pool (counts and embeddings, on the driver)."""
+    scores: dict = {}
+    wanted = set(e.baselines)
+    if "popularity" in wanted:
+        scores["popularity"] = baselines.popularity(groups, n_pairs)
+    stats = None
+    if wanted & {"popularity_pretrain", "like_rate", "knn_like_rate"}:
+        stats = baselines.ItemStats(storage.read_parquet(storage.join(corpus, CORPUS_FILES["item_stats"])))
+    if "popularity_pretrain" in wanted:
+        scores["popularity_pretrain"] = baselines.popularity_pretrain(groups, n_pairs, stats)
+    if "like_rate" in wanted:
+        scores["like_rate"] = baselines.like_rate(groups, n_pairs, stats)
+    if "like_share" in wanted and baselines.histories_hold_dislikes(groups):
+        scores["like_share"] = baselines.like_share(groups, n_pairs)
+    if wanted & {"text_similarity", "knn_like_rate"}:
+        table = baselines.EmbeddingTable(*load_embeddings(ds.embeddings))
+        if "text_similarity" in wanted:
+            scores["text_similarity"], entry["errors"]["text_similarity"] = baselines.text_similarity(groups, n_pairs, table)
+        if "knn_like_rate" in wanted:
+            scores["knn_like_rate"], entry["errors"]["knn_like_rate"] = baselines.knn_like_rate(groups, n_pairs, table, stats)
+    return scores
 
 
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
@@ -148,12 +239,15 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     mdir = model_dir(e.model or cfg.pretrain.output)
     models = {"recbase": mdir, **({"recbase_finetuned": model_dir(e.finetuned)} if e.finetuned else {})}
     meta = storage.read_json(storage.join(mdir, "recbase.json"))
-    t = meta["vocab"]["tokens_per_item"]
-    max_history = e.max_history_items or (meta["block_len"] - 1) // t - 1  # leave room for the candidate
+    vocab = Vocab.from_dict(meta["vocab"])
+    max_history = e.max_history_items or (meta["block_len"] - 1) // vocab.tokens_per_step - 1  # room for the candidate
+    if "prior_only" in e.baselines:  # a diagnostic: the same model reading no history
+        models["recbase_prior_only"] = mdir
     session.init()
     if "llm" in e.baselines:
         llm.resolve(e.llm)  # a builtin GGUF is converted once here, not by every actor
-    results: dict = {"model": mdir, "models": models, "max_history_items": max_history, "datasets": {}}
+    results: dict = {"model": mdir, "models": models, "max_history_items": max_history,
+                     "objective": meta.get("objective", "next_item"), "scoring": default_rule(vocab), "datasets": {}}
     t0 = time.perf_counter()
     for name in e.datasets:
         ds = resolve_dataset(cfg, name, mdir, meta, log)
@@ -166,6 +260,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
             log(f"[eval] {ds.label}: no evaluation pairs; nothing to score")
             continue
         labels, users = pairs["click"].to_numpy(), pairs["user_id"].to_numpy()
+        hist = history_ids(groups, len(pairs))  # GAUC groups by evaluated history
         index = ItemIndex.load(ds.index_dir)
         entry["errors"]["recbase"] = {
             "unknown_history_items": int(sum((index.rows(g.history_domains, g.history_item_ids) < 0).sum() for g in groups)),
@@ -173,15 +268,11 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         scores = {}
         for m, path in models.items():
             t1 = time.perf_counter()
-            scores[m] = score_with_ray(cfg, ScoreActor, {"model_dir": path, "index_dir": ds.index_dir,
-                                                         "max_history_items": max_history, "threads": e.threads_per_actor},
-                                       group_records(groups), len(pairs))
+            scores[m] = score_with_ray(cfg, ScoreActor, {
+                "model_dir": path, "index_dir": ds.index_dir, "vocab": meta["vocab"], "threads": e.threads_per_actor,
+                "max_history_items": 0 if m == "recbase_prior_only" else max_history}, group_records(groups), len(pairs))
             entry["seconds"][m] = round(time.perf_counter() - t1, 2)
-        if "popularity" in e.baselines:
-            scores["popularity"] = baselines.popularity(groups, len(pairs))
-        if "text_similarity" in e.baselines:
-            table = baselines.EmbeddingTable(*load_embeddings(ds.embeddings))
-            scores["text_similarity"], entry["errors"]["text_similarity"] = baselines.text_similarity(groups, len(pairs), table)
+        scores.update(baseline_scores(e, groups, len(pairs), ds, meta["corpus"], entry))
         subset = None
         if "llm" in e.baselines:
             items = storage.read_parquet(ds.items_path, columns=["domain", "item_id", "text"]).to_pandas()
@@ -194,13 +285,18 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
             entry["seconds"]["llm"] = round(time.perf_counter() - t1, 2)
             subset = ~np.isnan(scores["llm"])
         for m, s in scores.items():
-            entry["methods"][m] = _method_metrics(labels, users, s)
+            entry["methods"][m] = metrics.pair_metrics(labels, hist, s)
+        if e.recommend_users:
+            t1 = time.perf_counter()
+            entry["next_item"] = next_item_metrics(cfg, groups, labels, mdir, ds, meta["vocab"], max_history, meta["corpus"])
+            entry["seconds"]["next_item"] = round(time.perf_counter() - t1, 2)
         for m, sec in entry["seconds"].items():
-            entry["methods"][m]["pairs_per_s"] = round(entry["methods"][m]["scored_pairs"] / max(sec, 1e-9), 1)
+            if m in entry["methods"]:
+                entry["methods"][m]["pairs_per_s"] = round(entry["methods"][m]["scored_pairs"] / max(sec, 1e-9), 1)
         if subset is not None and subset.sum() < len(pairs):
             # the LLM scores a sample of users: every method again on exactly those pairs
             entry["llm_subset"] = {"pairs": int(subset.sum()), "users": len(set(users[subset])), "methods": {
-                m: _method_metrics(labels[subset], users[subset], s[subset]) for m, s in scores.items()}}
+                m: metrics.pair_metrics(labels[subset], hist[subset], s[subset]) for m, s in scores.items()}}
         log(f"[eval] {ds.label}: {len(pairs):,} pairs from {len(groups):,} users; "
             + ", ".join(f"{m} AUC {r['auc']:.4f}" for m, r in entry["methods"].items()))
     results["seconds"] = round(time.perf_counter() - t0, 1)

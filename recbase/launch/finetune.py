@@ -29,6 +29,7 @@ def histories(pairs) -> pa.Table:
         "domains": [list(g.history_domains) for g in groups],
         "item_ids": [list(g.history_item_ids) for g in groups],
         "timestamps": [list(range(len(g.history_item_ids))) for g in groups],  # order only
+        "feedback": [list(g.history_feedback) for g in groups],
     }, schema=HISTORIES)
 
 
@@ -63,7 +64,8 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     storage.write_parquet(table, path)
     log(f"[finetune] {ds.label}: {table.num_rows:,} users' histories ({sum(map(len, table.column('item_ids').to_pylist())):,} "
         f"items) as training sequences; candidates among them: {overlap}")
-    p = replace(cfg.pretrain, init_from=mdir, histories=path, output=storage.join(out, "model"), max_steps=f.steps,
+    # the export's own objective (its vocabulary has feedback tokens or not), whatever the config says
+    p = replace(cfg.pretrain, objective=meta.get("objective", "next_item"), init_from=mdir, histories=path, output=storage.join(out, "model"), max_steps=f.steps,
                 lr=f.lr, warmup_steps=f.warmup_steps, val_fraction=f.val_fraction, name="finetune", storage_path="",
                 eval_every=min(cfg.pretrain.eval_every, f.steps), checkpoint_every=min(cfg.pretrain.checkpoint_every, f.steps),
                 force=f.force)

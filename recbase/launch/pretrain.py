@@ -23,7 +23,7 @@ from recbase.data import sequences
 from recbase.launch import session
 from recbase.launch.embed import IO_CPUS
 from recbase.model import decoder
-from recbase.model.vocab import ItemIndex, Vocab, tokenizer_manifest
+from recbase.model.vocab import ItemIndex, Vocab, model_vocab, tokenizer_manifest
 from recbase.train import loop, report
 
 MANIFEST = "manifest.json"
@@ -34,13 +34,14 @@ BLOCK_ROWS = 64  # history rows per block-building batch
 _INDEX_CACHE: dict[str, ItemIndex] = {}
 
 
-def _to_blocks(batch: dict, tokenizer_dir: str, block_len: int) -> dict:
+def _to_blocks(batch: dict, tokenizer_dir: str, block_len: int, objective: str) -> dict:
     """History rows -> token blocks. A task, not an actor: Ray Data's file listing asks for a whole CPU,
     and an actor pool holding CPU beside the training workers leaves it unschedulable on a small node.
     The concept-ID map is loaded once per worker process."""
     if tokenizer_dir not in _INDEX_CACHE:
         _INDEX_CACHE[tokenizer_dir] = ItemIndex.load(tokenizer_dir)
-    return sequences.HistoryBlocks(_INDEX_CACHE[tokenizer_dir], block_len)(batch)
+    index = _INDEX_CACHE[tokenizer_dir]
+    return sequences.HistoryBlocks(index, block_len, model_vocab(index.vocab, objective))(batch)
 
 
 def _select_users(batch: pa.Table, validation: bool, fraction: float, seed: int) -> pa.Table:
@@ -58,7 +59,8 @@ def blocks(cfg: Config, validation: bool) -> "ray.data.Dataset":
     ds = ray.data.read_parquet(p.histories or storage.join(cfg.data.output, HISTORIES), num_cpus=IO_CPUS)
     ds = ds.map_batches(_select_users, fn_kwargs={"validation": validation, "fraction": p.val_fraction,
                                                   "seed": p.seed}, batch_format="pyarrow", num_cpus=IO_CPUS)
-    return ds.map_batches(_to_blocks, fn_kwargs={"tokenizer_dir": tokenizer_dir(cfg), "block_len": p.block_len},
+    return ds.map_batches(_to_blocks, fn_kwargs={"tokenizer_dir": tokenizer_dir(cfg), "block_len": p.block_len,
+                                                 "objective": p.objective},
                           batch_size=BLOCK_ROWS, batch_format="numpy", num_cpus=0.25)
 
 
@@ -126,7 +128,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     if done is not None:
         return done
     tok_manifest = tokenizer_manifest(tokenizer_dir(cfg))
-    vocab = Vocab.from_manifest(tok_manifest)
+    vocab = model_vocab(Vocab.from_manifest(tok_manifest), p.objective)
     t0 = time.perf_counter()
     session.init()
     run_dir = storage.join(p.run_storage, p.name)
@@ -173,10 +175,11 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     with storage.open_binary(storage.join(tokenizer_dir(cfg), "concept_ids.parquet")) as f:
         storage.write_bytes(f.read(), storage.join(model_dir, "concept_ids.parquet"))
     storage.write_json({"vocab": vocab.to_dict(), "tokenizer": tok_manifest, "block_len": p.block_len,
-                        "corpus": cfg.data.output}, storage.join(model_dir, "recbase.json"))
+                        "objective": p.objective, "corpus": cfg.data.output}, storage.join(model_dir, "recbase.json"))
     report.plot_history(history, {"unigram": unigram, "per-level unigram": level_unigram}, storage.join(out, "loss.png"), f"{p.model} on {cfg.data.output}")
     manifest = {
         "model": p.model,
+        "objective": p.objective,
         "steps": final["step"] if final.get("step") else p.max_steps,
         "vocab": vocab.to_dict(),
         "parameters": params,

@@ -5,21 +5,26 @@ Layout (K = codebook size, L = levels, D = dedup size)::
     0 <pad>   1 <bos>   2 <eos>
     3 + l*K + c          level l (0-based), code c          l < L
     3 + L*K + d          the dedup suffix d (only when D > 1: some items share all L codes)
+    I + 0, I + 1         <liked>, <not-liked> (only with ``feedback``; I = the item vocabulary's size)
 
 Every item is written as exactly ``tokens_per_item`` ids, one from each range in level order, so an
 item starts exactly where a level-1 id appears: boundaries are unambiguous without separators, and
-any id sequence can be checked (``split_items``) for being a well-formed list of items.
+any id sequence can be checked (``split_items``) for being a well-formed list of items. A vocabulary
+with ``feedback`` writes each history item followed by its feedback token (``tokens_per_step`` ids);
+the item ids are the same with or without it, so one concept-ID map serves both.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from recbase import storage
+from recbase.data.schema import LIKED, NOT_LIKED
 
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = ("<pad>", "<bos>", "<eos>")
+FEEDBACK_TOKENS = ("<liked>", "<not-liked>")
 
 
 @dataclass(frozen=True)
@@ -27,15 +32,25 @@ class Vocab:
     levels: int
     codebook_size: int
     dedup_size: int = 1
+    # each history item is followed by a <liked> / <not-liked> token (pretrain.objective=feedback)
+    feedback: bool = False
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "Vocab":
         """The vocabulary of a tokenizer stage's manifest (levels, codebook size, dedup size)."""
         return cls(int(manifest["levels"]), int(manifest["codebook_size"]), int(manifest.get("dedup_size", 1)))
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Vocab":
+        """The vocabulary ``to_dict`` wrote (an exported model's recbase.json)."""
+        return cls(int(d["levels"]), int(d["codebook_size"]), int(d.get("dedup_size", 1)), bool(d.get("feedback", False)))
+
     def to_dict(self) -> dict:
+        specials = dict(zip(SPECIALS, (PAD, BOS, EOS)))
+        if self.feedback:
+            specials.update(zip(FEEDBACK_TOKENS, self.feedback_ids))
         return {**asdict(self), "size": self.size, "tokens_per_item": self.tokens_per_item,
-                "specials": dict(zip(SPECIALS, (PAD, BOS, EOS)))}
+                "tokens_per_step": self.tokens_per_step, "specials": specials}
 
     @property
     def has_dedup(self) -> bool:
@@ -46,8 +61,31 @@ class Vocab:
         return self.levels + int(self.has_dedup)
 
     @property
-    def size(self) -> int:
+    def tokens_per_step(self) -> int:
+        """Ids per history item in a sequence: the item's tokens, then its feedback token if any."""
+        return self.tokens_per_item + int(self.feedback)
+
+    @property
+    def item_size(self) -> int:
+        """Ids of the specials and the item ranges (the vocabulary without feedback tokens)."""
         return len(SPECIALS) + self.levels * self.codebook_size + (self.dedup_size if self.has_dedup else 0)
+
+    @property
+    def size(self) -> int:
+        return self.item_size + (len(FEEDBACK_TOKENS) if self.feedback else 0)
+
+    @property
+    def feedback_ids(self) -> tuple[int, int]:
+        """The ids of <liked> and <not-liked> (where a vocabulary with ``feedback`` puts them)."""
+        return self.item_size, self.item_size + 1
+
+    def feedback_tokens(self, feedback) -> np.ndarray:
+        """Feedback codes (schema LIKED / NOT_LIKED) [N] -> token ids [N]."""
+        fb = np.asarray(feedback, dtype=np.int64)
+        if not np.isin(fb, (LIKED, NOT_LIKED)).all():
+            raise ValueError(f"feedback codes must be {LIKED} (liked) or {NOT_LIKED} (not liked)")
+        liked, not_liked = self.feedback_ids
+        return np.where(fb == LIKED, liked, not_liked)
 
     def level_offsets(self) -> np.ndarray:
         """First id of each of the ``tokens_per_item`` ranges."""  # [tokens_per_item]
@@ -59,8 +97,10 @@ class Vocab:
         return np.asarray(sizes, dtype=np.int64)
 
     def ranges(self) -> list[tuple[int, int]]:
-        """``(start, stop)`` of each item-token range, in level order."""
-        return [(int(o), int(o + n)) for o, n in zip(self.level_offsets(), self.range_sizes())]
+        """``(start, stop)`` of each token range a sequence predicts: the item ranges in level order, then
+        the feedback tokens when the vocabulary has them."""
+        out = [(int(o), int(o + n)) for o, n in zip(self.level_offsets(), self.range_sizes())]
+        return out + ([(self.item_size, self.size)] if self.feedback else [])
 
     def item_tokens(self, codes: np.ndarray, dedup: np.ndarray | None = None) -> np.ndarray:
         """Concept IDs [N, L] (+ dedup [N]) -> token ids [N, tokens_per_item]."""
@@ -100,6 +140,11 @@ class Vocab:
     def codes_of(self, item_tokens: np.ndarray) -> np.ndarray:
         """Token ids [N, tokens_per_item] -> concept IDs (+ dedup) [N, tokens_per_item]."""
         return np.asarray(item_tokens, dtype=np.int64) - self.level_offsets()[None, :]
+
+
+def model_vocab(items: Vocab, objective: str) -> Vocab:
+    """The vocabulary a model of ``pretrain.objective`` reads and writes over a concept-ID map's ``items``."""
+    return replace(items, feedback=objective == "feedback")
 
 
 def tokenizer_manifest(path: str) -> dict:

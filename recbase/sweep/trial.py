@@ -15,8 +15,8 @@ from recbase import storage
 from recbase.config import Config
 from recbase.data import sequences
 from recbase.eval import metrics as eval_metrics
-from recbase.eval.scoring import ConceptScorer, group_pairs
-from recbase.model.vocab import ItemIndex, Vocab
+from recbase.eval.scoring import ConceptScorer, default_rule, group_pairs, history_ids
+from recbase.model.vocab import ItemIndex, Vocab, model_vocab
 from recbase.tokenizer import metrics
 from recbase.tokenizer.assign import dedup
 from recbase.tokenizer.tokenizer import Tokenizer
@@ -52,37 +52,50 @@ def tokenizer_metrics(cfg: Config, domains, item_ids, x: np.ndarray,
     return out, index
 
 
-def downstream(cfg: Config, index: ItemIndex, steps: int, max_users: int, datasets=("unseen_domains", "unseen_users")) -> dict:
-    """A short pretraining of ``cfg.pretrain.model`` (plain loop, ``steps`` optimizer steps) on the corpus's
-    histories in these concept IDs, then the zero-shot AUC/GAUC on the corpus's held-out pairs (first ``max_users`` users)."""
+def downstream(cfg: Config, index: ItemIndex, steps: int, max_users: int, datasets=("unseen_domains", "unseen_users"),
+               prior_only: bool = False) -> dict:
+    """A short pretraining of ``cfg.pretrain.model`` (plain loop, ``steps`` optimizer steps, ``pretrain.objective``)
+    on the corpus's histories in these concept IDs, then zero-shot AUC/GAUC on the corpus's held-out pairs
+    (first ``max_users`` users; 0 = all) by the objective's scoring rule, and with ``prior_only`` the same
+    model reading no history."""
     # the learning-rate schedule fits the short run: warmup at most a tenth of it, cosine to its last step
     p = replace(cfg.pretrain, max_steps=steps, warmup_steps=min(cfg.pretrain.warmup_steps, max(1, steps // 10)))
+    vocab = model_vocab(index.vocab, p.objective)
     hist = storage.read_parquet(storage.join(cfg.data.output, HISTORIES)).to_pydict()
     train_rows = ~sequences.is_validation(hist["user_id"], p.val_fraction, p.seed)
-    blocks = sequences.HistoryBlocks(index, p.block_len)(
-        {"domains": [d for d, k in zip(hist["domains"], train_rows) if k],
-         "item_ids": [i for i, k in zip(hist["item_ids"], train_rows) if k]})
+    blocks = sequences.HistoryBlocks(index, p.block_len, vocab)(
+        {k: [v for v, keep in zip(hist[k], train_rows) if keep] for k in ("domains", "item_ids", "feedback")})
     t0 = time.perf_counter()
-    model, history = plain.train(p, index.vocab.size, blocks, steps, seed=p.seed)
+    model, history = plain.train(p, vocab.size, blocks, steps, seed=p.seed)
     out: dict = {"pretrain_steps": steps, "pretrain_loss": float(np.mean([h["loss"] for h in history[-10:]])),
                  "pretrain_seconds": round(time.perf_counter() - t0, 1)}
-    t = index.vocab.tokens_per_item
-    scorer = ConceptScorer(model, index, max_history_items=(p.block_len - 1) // t - 1)
+    rule = default_rule(vocab)
+    scorers = {"": ConceptScorer(model, index, (p.block_len - 1) // vocab.tokens_per_step - 1, vocab, rule)}
+    if prior_only:
+        scorers["prior_only_"] = ConceptScorer(model, index, 0, vocab, rule)
     for name in datasets:
-        path = storage.join(cfg.data.output, "eval", f"{name}.parquet")
-        if not storage.exists(path):
+        pairs = eval_pairs(cfg, name, max_users)
+        if pairs is None:
             continue
-        pairs = storage.read_parquet(path).to_pandas()
-        if max_users:
-            users = pairs["user_id"].drop_duplicates().iloc[:max_users]
-            pairs = pairs[pairs["user_id"].isin(users)].reset_index(drop=True)
-        scores, _ = scorer.score_groups(group_pairs(pairs), len(pairs))
-        ok = ~np.isnan(scores)
-        y, u = pairs["click"].to_numpy()[ok], pairs["user_id"].to_numpy()[ok]
-        out[f"{name}_auc"] = eval_metrics.auc(y, scores[ok])
-        out[f"{name}_gauc"] = eval_metrics.gauc(u, y, scores[ok])
-        out[f"{name}_pairs"] = int(ok.sum())
+        groups = group_pairs(pairs)
+        for prefix, scorer in scorers.items():
+            scores, _ = scorer.score_groups(groups, len(pairs))
+            m = eval_metrics.pair_metrics(pairs["click"].to_numpy(), history_ids(groups, len(pairs)), scores)
+            out[f"{prefix}{name}_auc"], out[f"{prefix}{name}_gauc"] = m["auc"], m["gauc"]
+            out[f"{prefix}{name}_pairs"] = m["scored_pairs"]
     return out
+
+
+def eval_pairs(cfg: Config, name: str, max_users: int = 0):
+    """The corpus's evaluation pairs ``name`` (its first ``max_users`` users; 0 = all), or None if it has none."""
+    path = storage.join(cfg.data.output, "eval", f"{name}.parquet")
+    if not storage.exists(path):
+        return None
+    pairs = storage.read_parquet(path).to_pandas()
+    if max_users:
+        users = pairs["user_id"].drop_duplicates().iloc[:max_users]
+        pairs = pairs[pairs["user_id"].isin(users)].reset_index(drop=True)
+    return pairs
 
 
 def run(cfg: Config, domains, item_ids, x: np.ndarray, report: Callable[[dict], None] | None = None,

@@ -46,6 +46,11 @@ def lr_factor(step: int, cfg: PretrainConfig) -> float:
     return cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def feedback_start(cfg: PretrainConfig, vocab_size: int) -> int | None:
+    """The first feedback token id of a feedback-objective vocabulary (its last two ids), else None."""
+    return vocab_size - 2 if cfg.objective == "feedback" else None
+
+
 def use_bf16(precision: str, device: torch.device) -> bool:
     if precision == "bf16":
         return True
@@ -89,6 +94,20 @@ def batch_inputs(batch: dict[str, torch.Tensor], device: torch.device) -> tuple[
     ids = batch["input_ids"].to(device=device, dtype=torch.long)  # [B, T]
     labels = batch["labels"].to(device=device, dtype=torch.long)  # [B, T]
     return ids, (ids != PAD).long(), labels  # attention mask [B, T]
+
+
+def lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, feedback_from: int | None = None,
+            feedback_weight: float = 1.0) -> torch.Tensor:
+    """Next-token cross-entropy, the mean over targets; with ``feedback_from`` (the first feedback token
+    id) and ``feedback_weight`` != 1, a weighted mean in which each feedback-token target counts that much."""
+    if feedback_from is None or feedback_weight == 1.0:
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # [B, T-1, V]
+    targets = labels[:, 1:]  # [B, T-1]: predict token t+1 from t
+    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                         ignore_index=IGNORE, reduction="none")  # [B (T-1)]
+    w = torch.where(targets >= feedback_from, feedback_weight, 1.0) * (targets != IGNORE)  # [B, T-1]
+    return (ce * w.reshape(-1)).sum() / w.sum().clamp(min=1.0)
 
 
 @torch.no_grad()
@@ -149,6 +168,7 @@ def train(cfg: PretrainConfig, vocab_size: int, ctx: TrainContext, export_to: st
             if rank0:
                 log(f"[pretrain] resumed from step {state['step']} (epoch {state['epoch']})")
     flops_per_token = decoder.train_flops_per_token(model.config, cfg.block_len)
+    feedback_from = feedback_start(cfg, vocab_size)
 
     window_loss, window_micro, window_tokens, t_window = 0.0, 0, 0, time.perf_counter()
     last: dict = {}
@@ -159,7 +179,7 @@ def train(cfg: PretrainConfig, vocab_size: int, ctx: TrainContext, export_to: st
         for batch in batches:
             seen += 1
             ids, mask, labels = batch_inputs(batch, ctx.device)
-            loss = engine(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss = lm_loss(engine, ids, mask, labels, feedback_from, cfg.feedback_weight)
             engine.backward(loss)
             boundary = engine.is_gradient_accumulation_boundary()
             engine.step()

@@ -14,7 +14,7 @@ import torch
 from recbase.config import PretrainConfig
 from recbase.model import decoder
 from recbase.model.vocab import PAD
-from recbase.train.loop import lr_factor
+from recbase.train.loop import feedback_start, lm_loss, lr_factor
 
 
 def train(p: PretrainConfig, vocab_size: int, blocks: dict, steps: int, seed: int = 0) -> tuple[torch.nn.Module, list[dict]]:
@@ -35,11 +35,11 @@ def train(p: PretrainConfig, vocab_size: int, blocks: dict, steps: int, seed: in
         rows = order[(step * b) % len(order):][:b]
         ids = torch.as_tensor(blocks["input_ids"][rows]).long()  # [B, T]
         labels = torch.as_tensor(blocks["labels"][rows]).long()  # [B, T]
-        loss = model(input_ids=ids, attention_mask=(ids != PAD).long(), labels=labels).loss
+        loss = lm_loss(model, ids, (ids != PAD).long(), labels, feedback_start(p, vocab_size), p.feedback_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        history.append({"step": step + 1, "loss": float(loss), "tokens": ids.numel(), "seconds": time.perf_counter() - t0})
+        history.append({"step": step + 1, "loss": float(loss.detach()), "tokens": ids.numel(), "seconds": time.perf_counter() - t0})
     return model.eval(), history

@@ -7,6 +7,7 @@ pairs and are written as such, never as interactions.
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from recbase import storage
@@ -35,9 +36,38 @@ def _load(path: str, required: list[str]) -> pd.DataFrame:
     return df
 
 
+class UnsupportedValue(TypeError):
+    """An attribute value that is no text, number or list of them (a mapping, bytes, ...)."""
+
+
+def _text(v) -> str | None:
+    """One attribute value as text: a scalar as itself, a list (Parquet ``list<...>``) joined by ", ";
+    None for a missing value. Anything else raises ``UnsupportedValue``."""
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+        return None
+    if isinstance(v, (str, int, float, np.integer, np.floating, np.bool_)):
+        s = " ".join(str(v).split())
+        return s or None
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return _join(v)
+    raise UnsupportedValue(f"{type(v).__name__} value")
+
+
 def _join(values) -> str | None:
-    parts = [" ".join(str(v).split()) for v in values if v is not None and v == v and str(v).strip()]
+    parts = [t for t in map(_text, values) if t is not None]
     return ", ".join(parts) or None
+
+
+def _texts(frame: pd.DataFrame, cols: list[str], join) -> tuple[list, np.ndarray]:
+    """``join`` of each row's ``cols`` values, and a mask of the rows holding an unsupported value."""
+    out, bad = [], np.zeros(len(frame), dtype=bool)
+    for i, r in enumerate(frame[cols].itertuples(index=False)):
+        try:
+            out.append(join(r))
+        except UnsupportedValue:
+            out.append(None)
+            bad[i] = True
+    return out, bad
 
 
 def read(cfg: SourceConfig, rejects: Rejects) -> SourceTables:
@@ -53,19 +83,31 @@ def read(cfg: SourceConfig, rejects: Rejects) -> SourceTables:
         f = ALIASES.get(c.lower())
         if f:
             by_field.setdefault(f, []).append(c)
-        elif pd.api.types.is_string_dtype(raw_items[c]):
-            extra.append(c)
+        elif pd.api.types.is_string_dtype(raw_items[c]) or pd.api.types.is_object_dtype(raw_items[c]):
+            extra.append(c)  # text columns and list columns (e.g. tags) go to the details
+    unsupported = np.zeros(len(items), dtype=bool)
     for f in ("title", "category", "brand", "description"):
         cols = by_field.get(f, [])
-        items[f] = [_join(r) for r in raw_items[cols].itertuples(index=False)] if cols else None
+        if cols:
+            items[f], bad = _texts(raw_items, cols, _join)
+            unsupported |= bad
+        else:
+            items[f] = None
     year = pd.to_numeric(raw_items[by_field["year"][0]], errors="coerce") if "year" in by_field else None
     items["year"] = year.astype("Int32") if year is not None else pd.array([None] * len(items), dtype="Int32")
-    items["details"] = [
-        "; ".join(f"{c}: {v}" for c, v in zip(extra, r) if v is not None and v == v and str(v).strip()) or None
-        for r in raw_items[extra].itertuples(index=False)
-    ] if extra else None
+    if extra:
+        def details(r) -> str | None:
+            pairs = [(c, _text(v)) for c, v in zip(extra, r)]
+            return "; ".join(f"{c}: {t}" for c, t in pairs if t is not None) or None
+
+        items["details"], bad = _texts(raw_items, extra, details)
+        unsupported |= bad
+    else:
+        items["details"] = None
     for c in ("file", "line", "raw"):
         items[c] = raw_items[c]
+    # a value of a type no text can be made of: the item is a counted reject, its row written out
+    items = reject_where(items, pd.Series(unsupported, index=items.index), src, "items", "unsupported_value", rejects)
 
     users = _load(storage.join(cfg.path, "users.parquet"), ["user_id", "history"])
     users["raw"] = raw_json(users, ["user_id", "history"])
