@@ -69,7 +69,9 @@ def _table(datasets: dict) -> str:
             r = datasets[n]["methods"].get(m, {})
             cells += [f"{r['auc']:.4f}" if "auc" in r else "", f"{r['gauc']:.4f}" if "gauc" in r else ""]
         lines.append(f"| {METHOD_NAMES.get(m, m)} | " + " | ".join(cells) + " |")
-    sizes = "; ".join(f"{n}: {d['pairs']:,} pairs, {d['users']:,} users" for n, d in datasets.items())
+    sizes = "; ".join(f"{n}: {d['pairs']:,} pairs, {d['users']:,} users"
+                      + (f", {d['histories']:,} histories" if d.get("histories", d["users"]) != d["users"] else "")
+                      for n, d in datasets.items())
     return "\n".join(lines) + f"\n\n{sizes}\n"
 
 

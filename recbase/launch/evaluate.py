@@ -83,8 +83,8 @@ class RecommendActor(ScoreActor):
                                   np.asarray(g.history_item_ids, dtype=object)[k], np.asarray(g.history_feedback)[k])
             top = recommend(s.model, s.index, hist, k=self.k, beams=self.beams, restrict=allowed_rows(s.index, g),
                             max_history_items=s.max_history_items)
-            out.append(["\x1f".join(item) for item in top])
-        return {"group": np.asarray(batch["group"]), "top": np.asarray(out, dtype=object)}
+            out.append("\x1e".join("\x1f".join(item) for item in top))  # one string: Arrow keeps it a column
+        return {"group": np.asarray(batch["group"]), "top": np.asarray(out)}
 
 
 class LLMActor:
@@ -147,7 +147,7 @@ def next_item_metrics(cfg: Config, groups: list[UserGroup], clicks, model_path: 
     ranked = {}
     for batch in ds_ray.iter_batches(batch_format="numpy", batch_size=None):
         for k, top in zip(batch["group"], batch["top"]):
-            ranked[int(k)] = [tuple(x.split("\x1f", 1)) for x in top]
+            ranked[int(k)] = [tuple(x.split("\x1f", 1)) for x in str(top).split("\x1e") if x]
     index = ItemIndex.load(ds.index_dir)
     keys = sorted(ranked)
     truth = [targets[k] for k in keys]
@@ -253,7 +253,8 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         ds = resolve_dataset(cfg, name, mdir, meta, log)
         pairs = storage.read_parquet(ds.pairs_path).to_pandas()
         groups = group_pairs(pairs)
-        entry: dict = {"pairs": len(pairs), "users": len(groups), "clicks": int(pairs["click"].sum()),
+        entry: dict = {"pairs": len(pairs), "users": int(pairs["user_id"].nunique()), "histories": len(groups),
+                       "clicks": int(pairs["click"].sum()),
                        "methods": {}, "errors": {"dataset": ds.errors}, "seconds": {}}
         results["datasets"][ds.label] = entry
         if not groups:
@@ -297,7 +298,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
             # the LLM scores a sample of users: every method again on exactly those pairs
             entry["llm_subset"] = {"pairs": int(subset.sum()), "users": len(set(users[subset])), "methods": {
                 m: metrics.pair_metrics(labels[subset], hist[subset], s[subset]) for m, s in scores.items()}}
-        log(f"[eval] {ds.label}: {len(pairs):,} pairs from {len(groups):,} users; "
+        log(f"[eval] {ds.label}: {len(pairs):,} pairs, {entry['users']:,} users, {len(groups):,} histories; "
             + ", ".join(f"{m} AUC {r['auc']:.4f}" for m, r in entry["methods"].items()))
     results["seconds"] = round(time.perf_counter() - t0, 1)
     md = report.markdown(results)
