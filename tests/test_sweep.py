@@ -62,3 +62,18 @@ def test_smoke_sweeps_run_on_ray_tune(default_tokenized, ray_session, tmp_path):
     table = (tmp_path / "ab/table.md").read_text()
     assert "| full | 2 |" in table and " ± " in table and "unseen users AUC" in table
     assert (tmp_path / "ab/ablation.png").stat().st_size > 10_000
+
+
+def test_levers_summary_averages_seeds_and_lists_each_evaluation_set_once():
+    from recbase.sweep import levers
+
+    d = ("validation_domains",)
+    rows = [{"variant": v, "seed": s, "steps": 600, "validation_domains_auc": a, "validation_domains_gauc": 0.5,
+             "prior_only_validation_domains_auc": 0.5, "prior_only_validation_domains_gauc": 0.5}
+            for v, s, a in (("a", 0, 0.6), ("a", 1, 0.8), ("b", 0, 0.7))]
+    rows += [{"variant": v, "seed": "baselines", "steps": 0, "validation_domains/like_rate/auc": 0.55,
+              "validation_domains/like_rate/gauc": 0.52} for v in ("a", "b")]
+    text = levers.summary(rows, d)
+    assert "| a | 600 | 2 | 0.7000 ± 0.1414 | 0.5000 ± 0.0000 |" in text
+    assert "| b | 600 | 1 | 0.7000 | 0.5000 |" in text and "a (prior only)" in text
+    assert text.count("like_rate (pairs of a, b)") == 1

@@ -81,15 +81,22 @@ def histories_hold_dislikes(groups: list[UserGroup]) -> bool:
     return any(f != LIKED for g in groups for f in g.history_feedback)
 
 
-def popularity(groups: list[UserGroup], n_pairs: int) -> np.ndarray:
-    """How many evaluated users have the candidate in their history (the evaluation data's histories
-    only: nothing from pretraining, nothing from the candidates themselves)."""
+def history_counts(groups: list[UserGroup]) -> Counter:
+    """(domain, item) -> how many evaluated users hold it in their history (each user's first history
+    counts once)."""
     counts: Counter = Counter()
     seen_users = set()
     for g in groups:
-        if g.user_id not in seen_users:  # each user's history counts once
+        if g.user_id not in seen_users:
             seen_users.add(g.user_id)
             counts.update(set(zip(g.history_domains, g.history_item_ids)))
+    return counts
+
+
+def popularity(groups: list[UserGroup], n_pairs: int) -> np.ndarray:
+    """How many evaluated users have the candidate in their history (the evaluation data's histories
+    only: nothing from pretraining, nothing from the candidates themselves)."""
+    counts = history_counts(groups)
     scores = np.zeros(n_pairs)
     for g in groups:
         scores[g.rows] = [counts.get(k, 0) for k in zip(g.domains, g.item_ids)]

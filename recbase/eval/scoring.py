@@ -126,6 +126,15 @@ class ConceptScorer:
                 scores.append(float(logp[:-1].gather(-1, row[:, None]).sum()))
         return np.asarray(scores)
 
+    def history(self, g: UserGroup, rows: np.ndarray | None = None) -> np.ndarray:
+        """``g``'s history as the model reads it [n, tokens_per_step]: its known items (``rows``: their index
+        rows, when already looked up), each with its feedback token when the vocabulary has them."""
+        rows = self.index.rows(g.history_domains, g.history_item_ids) if rows is None else rows
+        k = rows >= 0
+        return history_tokens(self.index, self.vocab, np.asarray(g.history_domains, dtype=object)[k],
+                              np.asarray(g.history_item_ids, dtype=object)[k],
+                              np.asarray(g.history_feedback, dtype=np.int64)[k])  # [n, t']
+
     def score_groups(self, groups: list[UserGroup], n_pairs: int) -> tuple[np.ndarray, dict]:
         """Scores for every pair (NaN where an item has no concept IDs) and the counted errors."""
         scores = np.full(n_pairs, np.nan)
@@ -137,9 +146,5 @@ class ConceptScorer:
             known = cand_rows >= 0
             errors["unknown_candidates"] += int((~known).sum())
             if known.any():
-                k = hist_rows >= 0
-                hist = history_tokens(self.index, self.vocab, np.asarray(g.history_domains, dtype=object)[k],
-                                      np.asarray(g.history_item_ids, dtype=object)[k],
-                                      np.asarray(g.history_feedback, dtype=np.int64)[k])  # [n, t']
-                scores[g.rows[known]] = self.score_user(hist, self.index.tokens[cand_rows[known]])
+                scores[g.rows[known]] = self.score_user(self.history(g, hist_rows), self.index.tokens[cand_rows[known]])
         return scores, errors

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import Counter
 from typing import Callable
 
 import numpy as np
@@ -70,7 +69,6 @@ class RecommendActor(ScoreActor):
         self.k, self.beams = k, beams
 
     def __call__(self, batch: dict) -> dict:
-        from recbase.data.sequences import history_tokens
         from recbase.eval.generate import allowed_rows, recommend
 
         s = self.scorer
@@ -78,11 +76,8 @@ class RecommendActor(ScoreActor):
         for hd, hi, hf, d, i in zip(batch["history_domains"], batch["history_item_ids"], batch["history_feedback"],
                                     batch["domains"], batch["item_ids"]):
             g = UserGroup("", list(hd), list(hi), list(hf), list(d), list(i), np.zeros(0))
-            k = s.index.rows(g.history_domains, g.history_item_ids) >= 0
-            hist = history_tokens(s.index, s.vocab, np.asarray(g.history_domains, dtype=object)[k],
-                                  np.asarray(g.history_item_ids, dtype=object)[k], np.asarray(g.history_feedback)[k])
-            top = recommend(s.model, s.index, hist, k=self.k, beams=self.beams, restrict=allowed_rows(s.index, g),
-                            max_history_items=s.max_history_items)
+            top = recommend(s.model, s.index, s.history(g), k=self.k, beams=self.beams,
+                            restrict=allowed_rows(s.index, g), max_history_items=s.max_history_items)
             out.append("\x1e".join("\x1f".join(item) for item in top))  # one string: Arrow keeps it a column
         return {"group": np.asarray(batch["group"]), "top": np.asarray(out)}
 
@@ -133,7 +128,7 @@ def next_item_metrics(cfg: Config, groups: list[UserGroup], clicks, model_path: 
 
     e = cfg.eval
     targets = dict(next_liked(groups, clicks))
-    chosen = llm_subset([g for k, g in enumerate(groups) if k in targets], e.recommend_users)
+    chosen = sample_histories([g for k, g in enumerate(groups) if k in targets], e.recommend_users)
     number = {id(g): k for k, g in enumerate(groups)}
     records = [{**r, "group": number[id(g)]} for g, r in zip(chosen, group_records(chosen))]
     if not records:
@@ -151,9 +146,7 @@ def next_item_metrics(cfg: Config, groups: list[UserGroup], clicks, model_path: 
     index = ItemIndex.load(ds.index_dir)
     keys = sorted(ranked)
     truth = [targets[k] for k in keys]
-    pop = Counter()
-    for g in groups:
-        pop.update(set(zip(g.history_domains, g.history_item_ids)))
+    pop = baselines.history_counts(groups)
     stats = storage.read_parquet(storage.join(corpus, CORPUS_FILES["item_stats"])).to_pandas()
     liked = dict(zip(zip(stats["domain"], stats["item_id"]), stats["liked"]))
     lists = {"recbase": [ranked[k] for k in keys],
@@ -166,8 +159,9 @@ def next_item_metrics(cfg: Config, groups: list[UserGroup], clicks, model_path: 
     return out
 
 
-def llm_subset(groups: list[UserGroup], max_users: int) -> list[UserGroup]:
-    """A reproducible sample of users (by a hash of the user id; all when max_users is 0)."""
+def sample_histories(groups: list[UserGroup], max_users: int) -> list[UserGroup]:
+    """A reproducible sample of ``max_users`` histories (the first by a hash of their user id; all when
+    max_users is 0): the LLM's and the next-item metrics' sample."""
     if not max_users or len(groups) <= max_users:
         return groups
     key = lambda g: hashlib.blake2b(g.user_id.encode(), digest_size=8).digest()  # noqa: E731
@@ -278,7 +272,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         if "llm" in e.baselines:
             items = storage.read_parquet(ds.items_path, columns=["domain", "item_id", "text"]).to_pandas()
             texts = dict(zip(zip(items["domain"], items["item_id"]), items["text"]))
-            chosen = llm_subset(groups, e.llm_max_users)
+            chosen = sample_histories(groups, e.llm_max_users)
             records, entry["errors"]["llm"] = llm_records(chosen, texts)
             t1 = time.perf_counter()
             scores["llm"] = score_with_ray(cfg, LLMActor, {"name": e.llm, "max_history_items": e.llm_max_history_items,

@@ -101,10 +101,15 @@ def summary(rows: list[dict], datasets=VALIDATION) -> str:
         for prefix, label in (("", variant), ("prior_only_", f"{variant} (prior only)")):
             cells = [cell([r.get(f"{prefix}{d}_{k}") for r in rs]) for d in datasets for k in ("auc", "gauc")]
             lines.append(f"| {label} | {steps} | {len(rs)} | " + " | ".join(cells) + " |")
+    # baselines: once per distinct evaluation set (variants sharing a corpus share them)
+    shared: dict = {}
     for r in rows:
         if r["seed"] == "baselines":
-            methods = sorted({k.split("/")[1] for k in r if k.count("/") == 2})
-            for m in methods:
-                cells = [cell([r.get(f"{d}/{m}/{k}")]) for d in datasets for k in ("auc", "gauc")]
-                lines.append(f"| {m} ({r['variant']} histories) | | | " + " | ".join(cells) + " |")
+            values = tuple(sorted((k, v) for k, v in r.items() if k.count("/") == 2))
+            shared.setdefault(values, []).append(r["variant"])
+    for values, variants in shared.items():
+        r = dict(values)
+        for m in sorted({k.split("/")[1] for k in r}):
+            cells = [cell([r.get(f"{d}/{m}/{k}")]) for d in datasets for k in ("auc", "gauc")]
+            lines.append(f"| {m} (pairs of {', '.join(variants)}) | | | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
