@@ -76,6 +76,7 @@ def _table(datasets: dict) -> str:
 
 
 def plot(results: dict, path_png: str) -> bytes:
+    """AUC and GAUC (one panel each) per dataset and method; every bar from 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,16 +86,17 @@ def plot(results: dict, path_png: str) -> bytes:
     names = list(results["datasets"])
     methods = list(dict.fromkeys(m for d in results["datasets"].values() for m in d["methods"]))
     names = names or ["(none)"]
-    fig, ax = plt.subplots(figsize=(3.5 + (0.6 + 0.28 * len(methods)) * len(names), 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * (1.5 + (0.6 + 0.28 * len(methods)) * len(names)) + 3, 3.8), sharey=True)
     width = 0.8 / max(1, len(methods))
-    for i, m in enumerate(methods):
-        vals = [results["datasets"][n]["methods"].get(m, {}).get("auc", np.nan) for n in names]
-        bars = ax.bar(np.arange(len(names)) + (i - (len(methods) - 1) / 2) * width, vals, width,
-                      label=METHOD_NAMES.get(m, m))
-        ax.bar_label(bars, fmt="%.2f", fontsize=6, rotation=90, padding=2)
-    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax.set_xticks(np.arange(len(names)), [f"{n}\n(validation)" if is_validation(n) else f"{n}\n(test)" for n in names])
-    ax.set_ylabel("AUC")
-    ax.set_ylim(0.0, max(1.0, ax.get_ylim()[1]))  # from 0: every bar is drawn, the lowest too
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for ax, metric in zip(axes, ("auc", "gauc")):
+        for i, m in enumerate(methods):
+            vals = [results["datasets"][n]["methods"].get(m, {}).get(metric, np.nan) for n in names]
+            bars = ax.bar(np.arange(len(names)) + (i - (len(methods) - 1) / 2) * width, vals, width,
+                          label=METHOD_NAMES.get(m, m))
+            ax.bar_label(bars, fmt="%.2f", fontsize=6, rotation=90, padding=2)
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_xticks(np.arange(len(names)), [f"{n}\n(validation)" if is_validation(n) else f"{n}\n(test)" for n in names])
+        ax.set_title("AUC" if metric == "auc" else "GAUC (per evaluated history)", fontsize=9)
+        ax.set_ylim(0.0, 1.0)  # from 0: every bar is drawn, the lowest too
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return storage.write_figure(fig, path_png)
