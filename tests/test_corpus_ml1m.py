@@ -67,9 +67,10 @@ def test_no_evaluated_user_or_domain_leaks_into_pretraining(default_corpus):
     val_dom = read(out, "eval/validation_domains.parquet")
     assert set(val_dom["domain"]) == set(m["split"]["validation_domains"]) == {"Thriller", "Children's"}
     assert not any({"Thriller", "Children's"} & set(d) for d in hist["domains"])
-    # the default keeps liked items only (rating >= 4), in pretraining and in the evaluated histories
-    assert m["split"]["history_feedback"] == "positive"
-    assert all(set(f) == {1} for f in hist["feedback"]) and all(set(f) <= {1} for f in dom_pairs["history_feedback"])
+    # the default keeps every rated item with its feedback (liked: rating >= 4), in pretraining and in the
+    # evaluated histories
+    assert m["split"]["history_feedback"] == "all"
+    assert {f for h in hist["feedback"] for f in h} == {0, 1} == {f for h in dom_pairs["history_feedback"] for f in h}
 
 
 def test_rating_labels_follow_recbench(default_corpus):

@@ -9,7 +9,7 @@ from conftest import REPO
 from recbase import config, storage
 from recbase.data.sequences import IGNORE
 from recbase.launch import pretrain
-from recbase.model.vocab import BOS, ItemIndex
+from recbase.model.vocab import BOS, ItemIndex, model_vocab
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def test_worker_killed_mid_run_resumes_from_checkpoint_and_exports(pretrained_ru
     model_dir = str(out / "model")
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     index = ItemIndex.load(model_dir)
-    assert model.config.vocab_size == index.vocab.size
+    assert model.config.vocab_size == model_vocab(index.vocab, cfg.pretrain.objective).size == index.vocab.size + 2
     history_items = index.encode(["Drama"] * 3, index.item_ids[index.domains == "Drama"][:3].tolist())
     prompt = torch.tensor([[BOS, *history_items.reshape(-1).tolist()]])  # [1, 1 + 3 t]
     t = index.vocab.tokens_per_item

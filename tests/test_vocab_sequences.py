@@ -119,3 +119,11 @@ def test_per_level_unigram_knows_the_layout():
     # per level: only level 1 is uncertain (entropy of 2/3, 1/3), up to smoothing
     h = -(2 / 3 * np.log(2 / 3) + 1 / 3 * np.log(1 / 3)) / 3
     assert per_level == pytest.approx(h, abs=0.02)
+
+
+def test_a_tuple_shared_by_items_beyond_the_dedup_range_decodes_to_the_first():
+    """A RecBench directory's items can overflow the model's dedup range (counted as items_sharing_tokens):
+    decoding such a tuple names the first item that has it instead of failing."""
+    v = Vocab(levels=2, codebook_size=3)
+    idx = ItemIndex(v, ["x", "x", "y"], ["1", "2", "3"], np.array([[0, 1], [0, 1], [2, 2]]), None)
+    assert idx.decode(idx.tokens[[1, 2]].reshape(-1)) == [("x", "1"), ("y", "3")]

@@ -191,9 +191,12 @@ class ItemIndex:
     @property
     def _by_tokens(self) -> dict:
         if self._by_tokens_cache is None:
-            self._by_tokens_cache = {tuple(row): i for i, row in enumerate(self.tokens.tolist())}
-            if len(self._by_tokens_cache) != len(self.tokens):
-                raise ValueError("two items share all their tokens; the tokenizer's dedup level should prevent this")
+            # a tuple several items share (a RecBench directory's items beyond the model's dedup range, counted
+            # there as items_sharing_tokens) decodes to the first of them; the run's own items never share one
+            by: dict = {}
+            for i, row in enumerate(self.tokens.tolist()):
+                by.setdefault(tuple(row), i)
+            self._by_tokens_cache = by
         return self._by_tokens_cache
 
     def __len__(self) -> int:
