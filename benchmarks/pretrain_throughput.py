@@ -72,7 +72,7 @@ def deepspeed_no_ray(cfg, index: ItemIndex, blocks: dict, steps: int, warmup: in
     p = dataclasses.replace(cfg.pretrain, max_steps=steps, log_every=10, eval_every=10**6, checkpoint_every=10**6)
     ctx = LocalContext(blocks, p.micro_batch_size)
     ctx.history = []
-    loop.train(p, index.vocab.size, ctx, log=lambda s: None)
+    loop.train(p, index.vocab, ctx, log=lambda s: None)
     dist.destroy_process_group()
     return steady(ctx.history, warmup, 10, p.micro_batch_size * p.block_len)
 
@@ -86,7 +86,7 @@ def steady(history: list[dict], warmup: int, log_every: int, tokens_per_step: in
 
 def plain_loop(cfg, index: ItemIndex, blocks: dict, steps: int, warmup: int) -> float:
     """A single-process PyTorch loop (``recbase.train.plain``): steady-state tokens/s after ``warmup`` steps."""
-    _, history = plain.train(cfg.pretrain, index.vocab.size, blocks, steps)
+    _, history = plain.train(cfg.pretrain, index.vocab, blocks, steps)
     rows = history[warmup:]
     return sum(h["tokens"] for h in rows) / sum(h["seconds"] for h in rows)
 

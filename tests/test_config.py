@@ -27,6 +27,15 @@ def test_dotted_overrides_reach_nested_fields_and_lists():
     assert cfg.data.split.unseen_domains == ("Drama",)
 
 
+def test_scientific_notation_without_a_dot_is_a_number():
+    # YAML 1.1 reads 3e-3 as a string; a user typing it on the command line or in a file means the number
+    cfg = config.load(REPO / "jobs/configs/default.yaml", ["pretrain.lr=3e-3", "pretrain.weight_decay=1E-2"])
+    assert cfg.pretrain.lr == pytest.approx(3e-3)
+    assert cfg.pretrain.weight_decay == pytest.approx(1e-2)
+    with pytest.raises(ConfigError, match="pretrain.lr: expected a number"):
+        config.load(REPO / "jobs/configs/default.yaml", ["pretrain.lr=fast"])
+
+
 def test_override_into_a_list_the_yaml_left_out_starts_from_the_default():
     cfg = config.load(None, ["data.sources.0.path=/data/ml-1m"])
     assert cfg.data.sources[0].path == "/data/ml-1m"

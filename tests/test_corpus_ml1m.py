@@ -1,8 +1,6 @@
 """The embedded default, MovieLens-1M, prepared for real (slow: ~20 s a preparation)."""
 import shutil
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from conftest import REPO

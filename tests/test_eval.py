@@ -94,6 +94,14 @@ def test_like_rate_baselines_count_the_pretraining_users_only():
     knn, _ = baselines.knn_like_rate(groups, len(pairs), table, stats, k=1)
     assert knn[3] == pytest.approx(0.9)
     assert knn[0] != pytest.approx(0.9)  # item 6 never reads its own like rate
+    # the shared scorer (evaluate job and validation levers) gives the same scores, asks for its inputs
+    scores, errors = baselines.score((*baselines.NO_MODEL, "llm"), groups, len(pairs), stats, table, knn_k=1, like_prior=10)
+    assert set(scores) == set(baselines.NO_MODEL) and set(errors) == {"text_similarity", "knn_like_rate"}
+    np.testing.assert_allclose(scores["like_rate"], rate)
+    np.testing.assert_allclose(scores["knn_like_rate"], knn)
+    assert stats.liked_by_item() == {("d", "6"): 9, ("d", "7"): 1, ("d", "8"): 0, ("d", "1"): 45}
+    with pytest.raises(ValueError, match="item stats"):
+        baselines.score(["like_rate"], groups, len(pairs))
 
 
 def test_groups_scores_and_counted_unknown_items():

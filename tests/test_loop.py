@@ -3,24 +3,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recbase.config import PretrainConfig
 from recbase.data.sequences import IGNORE
 from recbase.model import decoder
-from recbase.train.loop import feedback_start, lm_loss
+from recbase.model.vocab import Vocab
+from recbase.train.loop import lm_loss
 
 
 def test_feedback_weight_weighs_feedback_targets_and_one_is_the_plain_mean():
     torch.manual_seed(0)
-    V = 40
+    vocab = Vocab(levels=2, codebook_size=17, feedback=True)  # 3 specials + 34 item ids + 2 feedback ids
+    V = vocab.size
     model = decoder.build("tiny", V)
     ids = torch.randint(3, V, (2, 9))
     labels = ids.clone()
     labels[:, 0] = IGNORE
     labels[0, 5:] = IGNORE
     mask = torch.ones_like(ids)
-    cfg = PretrainConfig(objective="feedback", feedback_weight=4.0)
-    fb = feedback_start(cfg, V)
-    assert fb == V - 2 and feedback_start(PretrainConfig(), V) is None
+    fb = vocab.feedback_from
+    assert fb == V - 2 and Vocab(levels=2, codebook_size=17).feedback_from is None
     plain = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     assert float(lm_loss(model, ids, mask, labels, fb, 1.0)) == pytest.approx(float(plain))
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]

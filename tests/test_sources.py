@@ -1,7 +1,4 @@
 """Each published format, read from small fixture files in that exact layout, through ``prepare``."""
-import json
-
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest

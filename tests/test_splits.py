@@ -1,5 +1,4 @@
 """Held-out protocols and histories on a small GroupLens fixture: deterministic, leak-free, counted."""
-import pandas as pd
 
 from conftest import data_config
 from recbase import storage

@@ -24,6 +24,10 @@ from recbase.eval.scoring import UserGroup
 # like-rate smoothing: an item's (liked + m p0) / (interactions + m), p0 the overall like rate
 LIKE_RATE_PRIOR = 10.0
 KNN_NEIGHBOURS = 20
+# the baselines scored here, without a model, and what each needs besides the pairs
+NO_MODEL = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "like_share", "text_similarity")
+NEEDS_STATS = frozenset({"popularity_pretrain", "like_rate", "knn_like_rate"})
+NEEDS_EMBEDDINGS = frozenset({"text_similarity", "knn_like_rate"})
 
 
 def _key(domains, item_ids) -> list[str]:
@@ -42,6 +46,10 @@ class ItemStats:
 
     def rows(self, domains, item_ids) -> np.ndarray:
         return self.index.get_indexer(_key(domains, item_ids))
+
+    def liked_by_item(self) -> dict[tuple[str, str], float]:
+        """(domain, item_id) -> likes among the pretraining users (popularity_pretrain's count)."""
+        return {tuple(k.split("\x1f", 1)): v for k, v in zip(self.index, self.liked)}
 
     def rate(self, rows: np.ndarray, prior: float = LIKE_RATE_PRIOR) -> np.ndarray:
         """Smoothed like rate of ``rows`` (-1: an item nobody in pretraining touched -> p0)."""
@@ -160,4 +168,32 @@ def knn_like_rate(groups: list[UserGroup], n_pairs: int, table: EmbeddingTable, 
         sim[np.flatnonzero(own >= 0), own[own >= 0]] = -np.inf  # never its own like rate
         top = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # [C, k]
         scores[g.rows[ok]] = liked[top].sum(1) / np.maximum(n[top].sum(1), 1.0)
+    return scores, errors
+
+
+def score(wanted, groups: list[UserGroup], n_pairs: int, stats: ItemStats | None = None,
+          table: EmbeddingTable | None = None, knn_k: int = KNN_NEIGHBOURS,
+          like_prior: float = LIKE_RATE_PRIOR) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """The baselines of ``wanted`` that need no model (``NO_MODEL``; others are ignored), each [n_pairs]
+    (NaN: unscored), and their counted errors. ``stats`` is required by ``NEEDS_STATS``, ``table`` by
+    ``NEEDS_EMBEDDINGS``; like_share is scored only where histories hold non-liked items."""
+    wanted = set(wanted)
+    if wanted & NEEDS_STATS and stats is None:
+        raise ValueError(f"{sorted(wanted & NEEDS_STATS)} need the pretraining users' item stats")
+    if wanted & NEEDS_EMBEDDINGS and table is None:
+        raise ValueError(f"{sorted(wanted & NEEDS_EMBEDDINGS)} need the item embeddings")
+    scores: dict[str, np.ndarray] = {}
+    errors: dict[str, dict] = {}
+    if "popularity" in wanted:
+        scores["popularity"] = popularity(groups, n_pairs)
+    if "popularity_pretrain" in wanted:
+        scores["popularity_pretrain"] = popularity_pretrain(groups, n_pairs, stats)
+    if "like_rate" in wanted:
+        scores["like_rate"] = like_rate(groups, n_pairs, stats, like_prior)
+    if "like_share" in wanted and histories_hold_dislikes(groups):
+        scores["like_share"] = like_share(groups, n_pairs)
+    if "text_similarity" in wanted:
+        scores["text_similarity"], errors["text_similarity"] = text_similarity(groups, n_pairs, table)
+    if "knn_like_rate" in wanted:
+        scores["knn_like_rate"], errors["knn_like_rate"] = knn_like_rate(groups, n_pairs, table, stats, knn_k)
     return scores, errors

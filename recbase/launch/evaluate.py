@@ -120,8 +120,8 @@ def group_records(groups: list[UserGroup]) -> list[dict]:
              "rows": g.rows.tolist()} for g in groups]
 
 
-def next_item_metrics(cfg: Config, groups: list[UserGroup], clicks, model_path: str, ds, vocab: dict,
-                      max_history: int, corpus: str) -> dict:
+def next_item_metrics(cfg: Config, groups: list[UserGroup], clicks, model_path: str, ds, index: ItemIndex,
+                      vocab: dict, max_history: int, stats: baselines.ItemStats) -> dict:
     """Recall@K / NDCG@K for the next liked item of a sample of the histories: RecBase's constrained beam
     search beside popularity's top K (evaluation histories, and pretraining users' likes)."""
     from recbase.eval.generate import next_liked, top_by_counts
@@ -143,12 +143,9 @@ def next_item_metrics(cfg: Config, groups: list[UserGroup], clicks, model_path: 
     for batch in ds_ray.iter_batches(batch_format="numpy", batch_size=None):
         for k, top in zip(batch["group"], batch["top"]):
             ranked[int(k)] = [tuple(x.split("\x1f", 1)) for x in str(top).split("\x1e") if x]
-    index = ItemIndex.load(ds.index_dir)
     keys = sorted(ranked)
     truth = [targets[k] for k in keys]
-    pop = baselines.history_counts(groups)
-    stats = storage.read_parquet(storage.join(corpus, CORPUS_FILES["item_stats"])).to_pandas()
-    liked = dict(zip(zip(stats["domain"], stats["item_id"]), stats["liked"]))
+    pop, liked = baselines.history_counts(groups), stats.liked_by_item()
     lists = {"recbase": [ranked[k] for k in keys],
              "popularity": [top_by_counts(index, groups[k], pop, e.recommend_k) for k in keys],
              "popularity_pretrain": [top_by_counts(index, groups[k], liked, e.recommend_k) for k in keys]}
@@ -200,30 +197,6 @@ def resolve_dataset(cfg: Config, name: str, mdir: str, meta: dict, log) -> recbe
     return recbench.Dataset(name, path, mdir, embeddings, items, {})
 
 
-def baseline_scores(e, groups: list[UserGroup], n_pairs: int, ds: recbench.Dataset, corpus: str, entry: dict) -> dict:
-    """The baselines ``e.baselines`` asks for that need no actor pool (counts and embeddings, on the driver)."""
-    scores: dict = {}
-    wanted = set(e.baselines)
-    if "popularity" in wanted:
-        scores["popularity"] = baselines.popularity(groups, n_pairs)
-    stats = None
-    if wanted & {"popularity_pretrain", "like_rate", "knn_like_rate"}:
-        stats = baselines.ItemStats(storage.read_parquet(storage.join(corpus, CORPUS_FILES["item_stats"])))
-    if "popularity_pretrain" in wanted:
-        scores["popularity_pretrain"] = baselines.popularity_pretrain(groups, n_pairs, stats)
-    if "like_rate" in wanted:
-        scores["like_rate"] = baselines.like_rate(groups, n_pairs, stats)
-    if "like_share" in wanted and baselines.histories_hold_dislikes(groups):
-        scores["like_share"] = baselines.like_share(groups, n_pairs)
-    if wanted & {"text_similarity", "knn_like_rate"}:
-        table = baselines.EmbeddingTable(*load_embeddings(ds.embeddings))
-        if "text_similarity" in wanted:
-            scores["text_similarity"], entry["errors"]["text_similarity"] = baselines.text_similarity(groups, n_pairs, table)
-        if "knn_like_rate" in wanted:
-            scores["knn_like_rate"], entry["errors"]["knn_like_rate"] = baselines.knn_like_rate(groups, n_pairs, table, stats)
-    return scores
-
-
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     e, out = cfg.eval, cfg.eval.output
     finished = storage.completed(storage.join(out, MANIFEST), e.force, "eval", log)
@@ -242,6 +215,10 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         llm.resolve(e.llm)  # a builtin GGUF is converted once here, not by every actor
     results: dict = {"model": mdir, "models": models, "max_history_items": max_history,
                      "objective": meta.get("objective", "next_item"), "scoring": default_rule(vocab), "datasets": {}}
+    # the pretraining users' counts per item: read once for the run (every dataset shares the corpus)
+    stats = None
+    if set(e.baselines) & baselines.NEEDS_STATS or e.recommend_users:
+        stats = baselines.ItemStats(storage.read_parquet(storage.join(meta["corpus"], CORPUS_FILES["item_stats"])))
     t0 = time.perf_counter()
     for name in e.datasets:
         ds = resolve_dataset(cfg, name, mdir, meta, log)
@@ -267,7 +244,11 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
                 "model_dir": path, "index_dir": ds.index_dir, "vocab": meta["vocab"], "threads": e.threads_per_actor,
                 "max_history_items": 0 if m == "recbase_prior_only" else max_history}, group_records(groups), len(pairs))
             entry["seconds"][m] = round(time.perf_counter() - t1, 2)
-        scores.update(baseline_scores(e, groups, len(pairs), ds, meta["corpus"], entry))
+        table = (baselines.EmbeddingTable(*load_embeddings(ds.embeddings))
+                 if set(e.baselines) & baselines.NEEDS_EMBEDDINGS else None)
+        counted, errors = baselines.score(e.baselines, groups, len(pairs), stats, table)
+        scores.update(counted)
+        entry["errors"].update(errors)
         subset = None
         if "llm" in e.baselines:
             items = storage.read_parquet(ds.items_path, columns=["domain", "item_id", "text"]).to_pandas()
@@ -283,7 +264,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
             entry["methods"][m] = metrics.pair_metrics(labels, hist, s)
         if e.recommend_users:
             t1 = time.perf_counter()
-            entry["next_item"] = next_item_metrics(cfg, groups, labels, mdir, ds, meta["vocab"], max_history, meta["corpus"])
+            entry["next_item"] = next_item_metrics(cfg, groups, labels, mdir, ds, index, meta["vocab"], max_history, stats)
             entry["seconds"]["next_item"] = round(time.perf_counter() - t1, 2)
         for m, sec in entry["seconds"].items():
             if m in entry["methods"]:

@@ -113,7 +113,7 @@ class RayContext:
 
 def _worker(config: dict) -> None:
     cfg: PretrainConfig = config["cfg"]
-    loop.train(cfg, config["vocab_size"], RayContext(cfg), export_to=config["output"])
+    loop.train(cfg, config["vocab"], RayContext(cfg), export_to=config["output"])
 
 
 def _storage_path(path: str) -> str:
@@ -154,7 +154,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         _worker,
         # workers run in their own directories: local paths are made absolute (one node, or shared storage)
         train_loop_config={"cfg": dataclasses.replace(p, init_from=_storage_path(p.init_from) if p.init_from else ""),
-                           "vocab_size": vocab.size, "output": _storage_path(out)},
+                           "vocab": vocab, "output": _storage_path(out)},
         scaling_config=ScalingConfig(num_workers=p.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": p.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
         run_config=RunConfig(name=p.name, storage_path=_storage_path(p.run_storage),

@@ -79,6 +79,11 @@ class Vocab:
         """The ids of <liked> and <not-liked> (where a vocabulary with ``feedback`` puts them)."""
         return self.item_size, self.item_size + 1
 
+    @property
+    def feedback_from(self) -> int | None:
+        """The first feedback id (every target at or above it is a feedback token); None without feedback."""
+        return self.feedback_ids[0] if self.feedback else None
+
     def feedback_tokens(self, feedback) -> np.ndarray:
         """Feedback codes (schema LIKED / NOT_LIKED) [N] -> token ids [N]."""
         fb = np.asarray(feedback, dtype=np.int64)

@@ -35,12 +35,7 @@ def baseline_metrics(cfg: Config, name: str, table: bl.EmbeddingTable, knn_k: in
         return {}
     groups, n = group_pairs(pairs), len(pairs)
     stats = bl.ItemStats(storage.read_parquet(storage.join(cfg.data.output, FILES["item_stats"])))
-    scores = {"popularity": bl.popularity(groups, n), "popularity_pretrain": bl.popularity_pretrain(groups, n, stats),
-              "like_rate": bl.like_rate(groups, n, stats, like_prior),
-              "knn_like_rate": bl.knn_like_rate(groups, n, table, stats, knn_k)[0],
-              "text_similarity": bl.text_similarity(groups, n, table)[0]}
-    if bl.histories_hold_dislikes(groups):
-        scores["like_share"] = bl.like_share(groups, n)
+    scores, _ = bl.score(bl.NO_MODEL, groups, n, stats, table, knn_k, like_prior)
     y, h = pairs["click"].to_numpy(), history_ids(groups, n)
     return {m: metrics.pair_metrics(y, h, s) for m, s in scores.items()}
 

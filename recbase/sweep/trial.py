@@ -66,7 +66,7 @@ def downstream(cfg: Config, index: ItemIndex, steps: int, max_users: int, datase
     blocks = sequences.HistoryBlocks(index, p.block_len, vocab)(
         {k: [v for v, keep in zip(hist[k], train_rows) if keep] for k in ("domains", "item_ids", "feedback")})
     t0 = time.perf_counter()
-    model, history = plain.train(p, vocab.size, blocks, steps, seed=p.seed)
+    model, history = plain.train(p, vocab, blocks, steps, seed=p.seed)
     out: dict = {"pretrain_steps": steps, "pretrain_loss": float(np.mean([h["loss"] for h in history[-10:]])),
                  "pretrain_seconds": round(time.perf_counter() - t0, 1)}
     rule = default_rule(vocab)

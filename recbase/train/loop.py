@@ -20,7 +20,7 @@ from recbase import storage
 from recbase.config import PretrainConfig
 from recbase.data.sequences import IGNORE
 from recbase.model import decoder
-from recbase.model.vocab import PAD
+from recbase.model.vocab import PAD, Vocab
 
 CKPT_TAG = "state"  # DeepSpeed's tag (sub-directory) inside each reported checkpoint
 HF_DIR, HISTORY = "model", "history.json"
@@ -44,11 +44,6 @@ def lr_factor(step: int, cfg: PretrainConfig) -> float:
     span = max(1, cfg.max_steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def feedback_start(cfg: PretrainConfig, vocab_size: int) -> int | None:
-    """The first feedback token id of a feedback-objective vocabulary (its last two ids), else None."""
-    return vocab_size - 2 if cfg.objective == "feedback" else None
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -134,7 +129,7 @@ def skip(it: Iterable, n: int) -> Iterator:
     return it
 
 
-def train(cfg: PretrainConfig, vocab_size: int, ctx: TrainContext, export_to: str | None = None,
+def train(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, export_to: str | None = None,
           log: Callable[[str], None] = print) -> dict:
     """Train until ``cfg.max_steps`` optimizer steps (resuming from the context's latest checkpoint),
     then, if ``export_to`` is given, write the Hugging Face model and the metric history there."""
@@ -149,10 +144,10 @@ def train(cfg: PretrainConfig, vocab_size: int, ctx: TrainContext, export_to: st
 
         with storage.local_dir(cfg.init_from) as d:
             model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
-        if model.config.vocab_size != vocab_size:
-            raise ValueError(f"{cfg.init_from} has {model.config.vocab_size} tokens, the concept-ID map {vocab_size}")
+        if model.config.vocab_size != vocab.size:
+            raise ValueError(f"{cfg.init_from} has {model.config.vocab_size} tokens, the concept-ID map {vocab.size}")
     else:
-        model = decoder.build(cfg.model, vocab_size)
+        model = decoder.build(cfg.model, vocab.size)
     bf16 = use_bf16(cfg.precision, ctx.device)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer(model, cfg),
@@ -168,7 +163,6 @@ def train(cfg: PretrainConfig, vocab_size: int, ctx: TrainContext, export_to: st
             if rank0:
                 log(f"[pretrain] resumed from step {state['step']} (epoch {state['epoch']})")
     flops_per_token = decoder.train_flops_per_token(model.config, cfg.block_len)
-    feedback_from = feedback_start(cfg, vocab_size)
 
     window_loss, window_micro, window_tokens, t_window = 0.0, 0, 0, time.perf_counter()
     last: dict = {}
@@ -179,7 +173,7 @@ def train(cfg: PretrainConfig, vocab_size: int, ctx: TrainContext, export_to: st
         for batch in batches:
             seen += 1
             ids, mask, labels = batch_inputs(batch, ctx.device)
-            loss = lm_loss(engine, ids, mask, labels, feedback_from, cfg.feedback_weight)
+            loss = lm_loss(engine, ids, mask, labels, vocab.feedback_from, cfg.feedback_weight)
             engine.backward(loss)
             boundary = engine.is_gradient_accumulation_boundary()
             engine.step()

@@ -13,11 +13,11 @@ import torch
 
 from recbase.config import PretrainConfig
 from recbase.model import decoder
-from recbase.model.vocab import PAD
-from recbase.train.loop import feedback_start, lm_loss, lr_factor
+from recbase.model.vocab import PAD, Vocab
+from recbase.train.loop import lm_loss, lr_factor
 
 
-def train(p: PretrainConfig, vocab_size: int, blocks: dict, steps: int, seed: int = 0) -> tuple[torch.nn.Module, list[dict]]:
+def train(p: PretrainConfig, vocab: Vocab, blocks: dict, steps: int, seed: int = 0) -> tuple[torch.nn.Module, list[dict]]:
     """``steps`` optimizer steps over ``blocks`` (input_ids/labels [N, T]) in a seeded order; returns the
     model and one row per step: loss, tokens, seconds."""
     rng = np.random.default_rng(seed)
@@ -25,7 +25,7 @@ def train(p: PretrainConfig, vocab_size: int, blocks: dict, steps: int, seed: in
     torch.manual_seed(seed)
     if p.threads_per_worker > 0:
         torch.set_num_threads(p.threads_per_worker)
-    model = decoder.build(p.model, vocab_size)
+    model = decoder.build(p.model, vocab.size)
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=p.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, p))
     b = p.micro_batch_size
@@ -35,7 +35,7 @@ def train(p: PretrainConfig, vocab_size: int, blocks: dict, steps: int, seed: in
         rows = order[(step * b) % len(order):][:b]
         ids = torch.as_tensor(blocks["input_ids"][rows]).long()  # [B, T]
         labels = torch.as_tensor(blocks["labels"][rows]).long()  # [B, T]
-        loss = lm_loss(model, ids, (ids != PAD).long(), labels, feedback_start(p, vocab_size), p.feedback_weight)
+        loss = lm_loss(model, ids, (ids != PAD).long(), labels, vocab.feedback_from, p.feedback_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
         opt.step()
