@@ -2,9 +2,36 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
 
 from recbase import config as config_mod
+
+# errors a user causes (a wrong path, a bad key, an input file without the published columns): one line
+# on stderr and exit status 2; RECBASE_TRACEBACK=1 shows the traceback instead
+TRACEBACK_ENV = "RECBASE_TRACEBACK"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from recbase.data.sources.base import SourceFormatError
+
+    return config_mod.ConfigError, FileNotFoundError, SourceFormatError
+
+
+def command(fn):
+    """A command's entry point: a user's error ends in one clear line, not a traceback."""
+    @functools.wraps(fn)
+    def wrapper(argv: list[str] | None = None) -> int:
+        try:
+            return fn(argv)
+        except _user_errors() as e:
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            kind = "config error" if isinstance(e, config_mod.ConfigError) else "error"
+            print(f"{kind}: {e} (set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
+            return 2
+    return wrapper
 
 
 def parse(argv: list[str] | None = None, description: str = "") -> tuple[argparse.Namespace, config_mod.Config]:
@@ -20,6 +47,7 @@ def parse(argv: list[str] | None = None, description: str = "") -> tuple[argpars
     return args, cfg
 
 
+@command
 def prepare_main(argv: list[str] | None = None) -> int:
     from recbase.data.corpus import prepare, summary
 
@@ -29,6 +57,7 @@ def prepare_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@command
 def embed_main(argv: list[str] | None = None) -> int:
     from recbase.launch import embed
 
@@ -37,6 +66,7 @@ def embed_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@command
 def tokenize_main(argv: list[str] | None = None) -> int:
     from recbase.launch import tokenize
     from recbase.tokenizer.metrics import describe
@@ -46,6 +76,7 @@ def tokenize_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@command
 def pretrain_main(argv: list[str] | None = None) -> int:
     from recbase.launch import pretrain
 
@@ -54,6 +85,7 @@ def pretrain_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@command
 def evaluate_main(argv: list[str] | None = None) -> int:
     """``--run RUN_DIR --dataset DATASET --out OUT_DIR`` on top of the usual ``--config`` and overrides."""
     from recbase.launch import evaluate
@@ -77,6 +109,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@command
 def finetune_main(argv: list[str] | None = None) -> int:
     from recbase.launch import finetune
 
@@ -85,6 +118,7 @@ def finetune_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@command
 def pipeline_main(argv: list[str] | None = None) -> int:
     from recbase.data.corpus import prepare, summary
     from recbase.launch import embed, evaluate, finetune, pretrain, tokenize

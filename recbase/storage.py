@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 
 # an object store that is briefly unreachable (a restart, a network blip) costs a wait, not the run:
-# remote writes are retried with exponential backoff for about RETRY_SECONDS, then fail loudly. Each
+# remote reads and writes are retried with exponential backoff for about RETRY_SECONDS, then fail loudly. Each
 # retried write is a whole-object PUT, so a reader never sees a partial object; a stage whose writes
 # fail never writes its manifest (always last), so nothing half written ever looks complete.
 RETRY_SECONDS = 30.0
@@ -43,6 +43,11 @@ def _retrying(what: str, fn: Callable[[], Any]) -> Any:
             delay = min(2 * delay, 8.0)
 
 
+def _remote_read(path: str, fn: Callable[[], Any]) -> Any:
+    """``fn()``, with the write retry budget when ``path`` is remote (a missing file is never retried)."""
+    return _retrying(f"reading {path}", fn) if is_remote(path) else fn()
+
+
 def is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
@@ -59,7 +64,7 @@ def join(base: str, *parts: str) -> str:
 
 def exists(path: str) -> bool:
     fs, p = filesystem(path)
-    return fs.exists(p)
+    return _remote_read(path, lambda: fs.exists(p))
 
 
 def write_parquet(table: pa.Table, path: str) -> None:
@@ -83,10 +88,14 @@ def write_parquet(table: pa.Table, path: str) -> None:
 
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
     fs, p = filesystem(path)
-    if not fs.exists(p):
-        raise FileNotFoundError(f"{path}: no such file")
-    with fs.open(p, "rb") as f:
-        return pq.read_table(f, columns=columns)
+
+    def read() -> pa.Table:
+        if not fs.exists(p):
+            raise FileNotFoundError(f"{path}: no such file")
+        with fs.open(p, "rb") as f:
+            return pq.read_table(f, columns=columns)
+
+    return _remote_read(path, read)
 
 
 def write_bytes(data: bytes, path: str) -> None:
@@ -117,24 +126,33 @@ def remove(path: str) -> None:
 def list_files(directory: str, suffix: str = "") -> list[str]:
     """Files directly under ``directory`` (full paths, same scheme), sorted; [] if it does not exist."""
     fs, p = filesystem(directory)
-    if not fs.exists(p):
-        return []
-    names = sorted(f.rsplit("/", 1)[-1] for f in fs.ls(p, detail=False))
-    return [join(directory, n) for n in names if n.endswith(suffix)]
+
+    def ls() -> list[str]:
+        return sorted(f.rsplit("/", 1)[-1] for f in fs.ls(p, detail=False)) if fs.exists(p) else []
+
+    return [join(directory, n) for n in _remote_read(directory, ls) if n.endswith(suffix)]
 
 
 def read_json(path: str) -> Any:
     fs, p = filesystem(path)
-    with fs.open(p, "rb") as f:
-        return json.loads(f.read())
+
+    def read() -> bytes:
+        with fs.open(p, "rb") as f:
+            return f.read()
+
+    return json.loads(_remote_read(path, read))
 
 
 def open_binary(path: str):
     """Open ``path`` for reading bytes, with a clear error when it is missing."""
     fs, p = filesystem(path)
-    if not fs.exists(p):
-        raise FileNotFoundError(f"{path}: no such file")
-    return fs.open(p, "rb")
+
+    def open_() -> Any:
+        if not fs.exists(p):
+            raise FileNotFoundError(f"{path}: no such file")
+        return fs.open(p, "rb")
+
+    return _remote_read(path, open_)
 
 
 def completed(manifest_path: str, force: bool, stage: str, log, accept: Callable[[dict], bool] | None = None,

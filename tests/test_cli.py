@@ -23,3 +23,12 @@ def test_bad_override_fails_before_any_work(tmp_path):
     assert res.returncode == 2
     assert "config error: unknown key(s) data.min_histroy" in res.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_a_wrong_path_ends_in_one_clear_line_not_a_traceback(tmp_path):
+    res = run("jobs/evaluate.py", "--run", str(tmp_path / "no-such-run"), "--out", str(tmp_path / "eval"))
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'no-such-run'}: neither a Hugging Face model directory nor a pretraining output "
+        "with model/ (set RECBASE_TRACEBACK=1 for the traceback)"]

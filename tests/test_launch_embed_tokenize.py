@@ -40,6 +40,7 @@ def test_embedding_resumes_after_an_interruption(tmp_path, ray_session):
     messages = []
     second = embed.run(cfg, log=messages.append)
     assert second["resumed_from"] == 2 and second["embedded_this_run"] == 3
+    assert any("discarding unreadable shard" in m and "broken.parquet" in m for m in messages)
     assert any("resuming: 2 of 5" in m for m in messages)
     again = sorted_table(read_embeddings(str(tmp_path / "emb")))
     assert again.column("item_id").equals(full.column("item_id"))
@@ -50,6 +51,12 @@ def test_embedding_resumes_after_an_interruption(tmp_path, ray_session):
     messages = []
     assert embed.run(cfg, log=messages.append) == second
     assert "is complete" in messages[0]
+    # a reader never repairs: a damaged shard of the finished stage is an error naming it, and stays
+    shard = sorted((tmp_path / "emb/shards").glob("*.parquet"))[0]
+    shard.write_bytes(b"PAR1 damaged later")
+    with pytest.raises(RuntimeError, match=f"{shard.name}: unreadable embedding shard.*embed.force=true"):
+        read_embeddings(str(tmp_path / "emb"))
+    assert shard.exists()
 
 
 def test_ml1m_embed_then_tokenize_hands_off_by_manifest(tmp_path, default_tokenized):

@@ -92,3 +92,24 @@ def test_object_store_outage_during_a_write_is_retried_then_fails_loudly(s3_serv
         moto_s3.start()
     print(f"gave up after {gave_up:.1f} s (budget 2 s of wall time)")
     assert not storage.exists("s3://recbase/outage/never.json")
+
+
+def test_object_store_outage_during_a_read_is_retried(s3_server, moto_s3):
+    import threading
+    import time
+
+    storage.write_json({"stage": "done"}, "s3://recbase/outage/read.json")
+    table = pa.table({"x": [1, 2, 3]})
+    storage.write_parquet(table, "s3://recbase/outage/read.parquet")
+    moto_s3.stop()
+    restart = threading.Timer(3.0, moto_s3.start)
+    restart.start()
+    t0 = time.time()
+    try:
+        got = storage.read_parquet("s3://recbase/outage/read.parquet")
+    finally:
+        restart.join()
+    waited = time.time() - t0
+    print(f"read waited {waited:.1f} s for the store to come back")
+    assert waited >= 2.5 and got.equals(table)
+    assert storage.read_json("s3://recbase/outage/read.json") == {"stage": "done"}

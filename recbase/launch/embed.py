@@ -23,16 +23,31 @@ MANIFEST, SHARDS = "manifest.json", "shards"
 IO_CPUS = 0.1
 
 
-def read_embeddings(output: str, columns: list[str] | None = None) -> pa.Table:
-    """All readable shards of an embedding output, concatenated (empty table if none)."""
+def read_embeddings(output: str, columns: list[str] | None = None) -> pa.Table | None:
+    """Every shard of an embedding output, concatenated (None if it has none). A reader: it never
+    repairs — a shard it cannot read is an error naming it, and the shard stays where it is."""
     tables = []
     for path in storage.list_files(storage.join(output, SHARDS), ".parquet"):
         try:
             tables.append(storage.read_parquet(path, columns))
-        except Exception as e:  # a shard cut short by an interruption: redone, never trusted
-            print(f"[embed] ignoring unreadable shard {path} ({type(e).__name__}); its items are embedded again")
-            storage.remove(path)
+        except (OSError, pa.ArrowInvalid) as e:
+            raise RuntimeError(f"{path}: unreadable embedding shard ({type(e).__name__}: {e}); rerun jobs/embed.py "
+                               "with embed.force=true to embed again") from e
     return pa.concat_tables(tables) if tables else None
+
+
+def _discard_unreadable_shards(output: str, log: Callable[[str], None]) -> int:
+    """The resume step of an unfinished embedding (no manifest): a shard an interruption cut short is
+    removed, and its items are embedded again. Only this stage, on its own unfinished output, does this."""
+    removed = 0
+    for path in storage.list_files(storage.join(output, SHARDS), ".parquet"):
+        try:
+            storage.read_parquet(path, ["item_id"])
+        except pa.ArrowInvalid as e:  # a truncated file; a store that does not answer is an error instead
+            log(f"[embed] discarding unreadable shard {path} ({type(e).__name__}); its items are embedded again")
+            storage.remove(path)
+            removed += 1
+    return removed
 
 
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
@@ -50,6 +65,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     t0 = time.perf_counter()
     session.init()
 
+    _discard_unreadable_shards(out, log)
     done = read_embeddings(out, ["domain", "item_id"])
     n_done = done.num_rows if done is not None else 0
     # read and write tasks take a small CPU share so that the actor pool can never starve them

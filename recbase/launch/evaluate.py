@@ -3,6 +3,7 @@ each when the cluster has them); baselines and metrics on the driver; report fil
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Callable
 
@@ -199,7 +200,10 @@ def resolve_dataset(cfg: Config, name: str, mdir: str, meta: dict, log) -> recbe
 
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     e, out = cfg.eval, cfg.eval.output
-    finished = storage.completed(storage.join(out, MANIFEST), e.force, "eval", log)
+    asked = json.loads(json.dumps(to_dict(e), default=str))  # as the manifest stores it
+    # finished for this very evaluation only: another model, datasets or baselines into the same output redo it
+    finished = storage.completed(storage.join(out, MANIFEST), e.force, "eval", log,
+                                 accept=lambda m: m.get("config") == asked)
     if finished is not None:
         log(storage.open_binary(storage.join(out, RESULTS_MD)).read().decode())
         return finished
