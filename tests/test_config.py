@@ -100,3 +100,16 @@ def test_every_yaml_in_the_repo_loads(path):
 def test_yes_no_choices_survive_yamls_boolean_reading():
     assert config.load(None, ["pretrain.use_gpu=yes"]).pretrain.use_gpu == "yes"
     assert config.load(None, ["pretrain.use_gpu=no"]).pretrain.use_gpu == "no"
+
+
+def test_a_config_extends_another_and_overrides_key_by_key(tmp_path):
+    (tmp_path / "long.yaml").write_text(
+        f"extends: {REPO / 'jobs/configs/default.yaml'}\npretrain:\n  max_steps: 1800\n  output: runs/x/pretrain\n")
+    cfg = config.load(tmp_path / "long.yaml", ["pretrain.lr=2e-3"])
+    base = config.load(REPO / "jobs/configs/default.yaml")
+    assert cfg.pretrain.max_steps == 1800 and cfg.pretrain.output == "runs/x/pretrain" and cfg.pretrain.lr == 2e-3
+    assert cfg.pretrain.objective == base.pretrain.objective and cfg.data == base.data
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        config.load(tmp_path / "a.yaml")

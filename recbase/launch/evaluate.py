@@ -18,6 +18,7 @@ from recbase.eval.scoring import ConceptScorer, UserGroup, default_rule, group_p
 from recbase.launch import recbench, session
 from recbase.launch.tokenize import load_embeddings
 from recbase.model.vocab import ItemIndex, Vocab
+from recbase.progress import Progress
 
 MANIFEST, RESULTS_JSON, RESULTS_MD, RESULTS_PNG = "manifest.json", "results.json", "results.md", "auc.png"
 
@@ -100,7 +101,8 @@ class LLMActor:
         return {"row": np.concatenate(rows), "score": np.concatenate(scores)}
 
 
-def score_with_ray(cfg: Config, actor, kwargs: dict, records: list[dict], n_pairs: int) -> np.ndarray:
+def score_with_ray(cfg: Config, actor, kwargs: dict, records: list[dict], n_pairs: int, desc: str,
+                   log: Callable[[str], None] = print) -> np.ndarray:
     """Scores of every pair (NaN where none) from an actor pool over the users' records."""
     e = cfg.eval
     scores = np.full(n_pairs, np.nan)
@@ -110,8 +112,10 @@ def score_with_ray(cfg: Config, actor, kwargs: dict, records: list[dict], n_pair
     ds = ds.map_batches(actor, fn_constructor_kwargs=kwargs, batch_size=e.batch_users, batch_format="numpy",
                         num_cpus=e.num_cpus_per_actor, num_gpus=session.gpus_per_actor(e.num_gpus_per_actor),
                         compute=ray.data.ActorPoolStrategy(size=e.concurrency))
-    for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
-        scores[batch["row"]] = batch["score"]
+    with Progress(desc, total=sum(len(r["rows"]) for r in records), unit="pairs", log=log) as bar:
+        for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+            scores[batch["row"]] = batch["score"]
+            bar.update(len(batch["row"]))
     return scores
 
 
@@ -122,7 +126,7 @@ def group_records(groups: list[UserGroup]) -> list[dict]:
 
 
 def next_item_metrics(cfg: Config, groups: list[UserGroup], clicks, model_path: str, ds, index: ItemIndex,
-                      vocab: dict, max_history: int, stats: baselines.ItemStats) -> dict:
+                      vocab: dict, max_history: int, stats: baselines.ItemStats, log: Callable[[str], None] = print) -> dict:
     """Recall@K / NDCG@K for the next liked item of a sample of the histories: RecBase's constrained beam
     search beside popularity's top K (evaluation histories, and pretraining users' likes)."""
     from recbase.eval.generate import next_liked, top_by_counts
@@ -141,9 +145,11 @@ def next_item_metrics(cfg: Config, groups: list[UserGroup], clicks, model_path: 
         batch_size=max(1, e.batch_users // 4), batch_format="numpy", num_cpus=e.num_cpus_per_actor,
         num_gpus=session.gpus_per_actor(e.num_gpus_per_actor), compute=ray.data.ActorPoolStrategy(size=e.concurrency))
     ranked = {}
-    for batch in ds_ray.iter_batches(batch_format="numpy", batch_size=None):
-        for k, top in zip(batch["group"], batch["top"]):
-            ranked[int(k)] = [tuple(x.split("\x1f", 1)) for x in str(top).split("\x1e") if x]
+    with Progress(f"[eval] {ds.label} next-item beam search", total=len(records), unit="histories", log=log) as bar:
+        for batch in ds_ray.iter_batches(batch_format="numpy", batch_size=None):
+            for k, top in zip(batch["group"], batch["top"]):
+                ranked[int(k)] = [tuple(x.split("\x1f", 1)) for x in str(top).split("\x1e") if x]
+            bar.update(len(batch["group"]))
     keys = sorted(ranked)
     truth = [targets[k] for k in keys]
     pop, liked = baselines.history_counts(groups), stats.liked_by_item()
@@ -246,7 +252,8 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
             t1 = time.perf_counter()
             scores[m] = score_with_ray(cfg, ScoreActor, {
                 "model_dir": path, "index_dir": ds.index_dir, "vocab": meta["vocab"], "threads": e.threads_per_actor,
-                "max_history_items": 0 if m == "recbase_prior_only" else max_history}, group_records(groups), len(pairs))
+                "max_history_items": 0 if m == "recbase_prior_only" else max_history}, group_records(groups), len(pairs),
+                f"[eval] {ds.label} {m}", log)
             entry["seconds"][m] = round(time.perf_counter() - t1, 2)
         table = (baselines.EmbeddingTable(*load_embeddings(ds.embeddings))
                  if set(e.baselines) & baselines.NEEDS_EMBEDDINGS else None)
@@ -261,14 +268,15 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
             records, entry["errors"]["llm"] = llm_records(chosen, texts)
             t1 = time.perf_counter()
             scores["llm"] = score_with_ray(cfg, LLMActor, {"name": e.llm, "max_history_items": e.llm_max_history_items,
-                                                           "threads": e.threads_per_actor}, records, len(pairs))
+                                                           "threads": e.threads_per_actor}, records, len(pairs),
+                                         f"[eval] {ds.label} llm", log)
             entry["seconds"]["llm"] = round(time.perf_counter() - t1, 2)
             subset = ~np.isnan(scores["llm"])
         for m, s in scores.items():
             entry["methods"][m] = metrics.pair_metrics(labels, hist, s)
         if e.recommend_users:
             t1 = time.perf_counter()
-            entry["next_item"] = next_item_metrics(cfg, groups, labels, mdir, ds, index, meta["vocab"], max_history, stats)
+            entry["next_item"] = next_item_metrics(cfg, groups, labels, mdir, ds, index, meta["vocab"], max_history, stats, log)
             entry["seconds"]["next_item"] = round(time.perf_counter() - t1, 2)
         for m, sec in entry["seconds"].items():
             if m in entry["methods"]:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import ray
 import ray.train
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from recbase import storage
@@ -157,7 +157,10 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
                            "vocab": vocab, "output": _storage_path(out)},
         scaling_config=ScalingConfig(num_workers=p.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": p.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
+        # Ray Train's own INFO records (worker group starts, every reported result and checkpoint) go to its
+        # log files only; the loop's lines and the stage summary reach the terminal
         run_config=RunConfig(name=p.name, storage_path=_storage_path(p.run_storage),
+                             logging_config=LoggingConfig(log_level="WARNING"),
                              failure_config=FailureConfig(max_failures=p.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=p.keep_checkpoints)),
         datasets={"train": train_ds, "val": val_ds},

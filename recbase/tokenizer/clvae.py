@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbase.config import TokenizerConfig
+from recbase.progress import Progress
 from recbase.tokenizer.rq import ResidualQuantizer, sq_distances
 
 
@@ -119,9 +120,7 @@ def train(
     epoch = 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(stage_epochs), desc="CL-VAE", unit="epoch", mininterval=5.0)
+        bar = Progress("[clvae] training", total=sum(stage_epochs), unit="epochs", log=log)
     for active, budget in zip(stages, stage_epochs):
         if cfg.kmeans_init:
             for level in range(initialised, active):
@@ -165,8 +164,7 @@ def train(
             if on_epoch is not None:
                 on_epoch(row)
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(levels=active, loss=f"{row['loss']:.4f}", util=f"{min(row['utilization']):.2f}")
+                bar.update(1, levels=active, loss=f"{row['loss']:.4f}", util=f"{min(row['utilization']):.2f}")
             if row["loss"] < best * (1 - cfg.plateau_tolerance):
                 best, since_best = row["loss"], 0
             else:

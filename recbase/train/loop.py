@@ -21,6 +21,7 @@ from recbase.config import PretrainConfig
 from recbase.data.sequences import IGNORE
 from recbase.model import decoder
 from recbase.model.vocab import PAD, Vocab
+from recbase.progress import EVERY_S as PRINT_EVERY_S
 
 CKPT_TAG = "state"  # DeepSpeed's tag (sub-directory) inside each reported checkpoint
 HF_DIR, HISTORY = "model", "history.json"
@@ -165,6 +166,7 @@ def train(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, export_to: str |
     flops_per_token = decoder.train_flops_per_token(model.config, cfg.block_len)
 
     window_loss, window_micro, window_tokens, t_window = 0.0, 0, 0, time.perf_counter()
+    t_printed = t_window
     last: dict = {}
     engine.train()
     while state["step"] < cfg.max_steps:
@@ -195,7 +197,9 @@ def train(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, export_to: str |
             if step % cfg.eval_every == 0 or done:
                 last["val_loss"] = evaluate(engine, ctx.val_batches(), ctx.device)
             state["history"].append(last)
-            if rank0:
+            # the history keeps every log_every step; the terminal a line per ~30 s, each evaluation, the end
+            if rank0 and ("val_loss" in last or time.perf_counter() - t_printed >= PRINT_EVERY_S):
+                t_printed = time.perf_counter()
                 log(f"[pretrain] step {step}/{cfg.max_steps} loss {last['loss']:.4f}"
                     + (f" val {last['val_loss']:.4f}" if "val_loss" in last else "")
                     + f" lr {last['lr']:.2e} {last['tokens_per_s']:,.0f} tok/s")
