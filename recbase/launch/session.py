@@ -11,10 +11,8 @@ import ray
 
 from recbase.progress import interactive
 
-# Ray Train sends a worker's print() through a logger that also echoes it: every line would show twice.
-# Set before ray.init so the local cluster's workers inherit it (cluster/*.yaml set it for clusters).
-os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-# each actor loading a model would print Hugging Face's "Loading weights" bar, forwarded line by line
+# each actor loading a model would print Hugging Face's "Loading weights" bar, forwarded line by line;
+# set before ray.init so the local cluster's workers inherit it
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
@@ -27,14 +25,26 @@ def init() -> None:
 
 def quiet_ray_data() -> None:
     """Ray Data: one global progress bar on a terminal, none elsewhere (the stages print their own line
-    every ~30 s); its INFO records (execution plans, timings) go to ray-data.log only."""
+    every ~30 s); its INFO records (execution plans, timings) go to ray-data.log only
+    (ray_data_logging.yaml, set in recbase/launch/__init__.py)."""
     ctx = ray.data.DataContext.get_current()
     ctx.enable_operator_progress_bars = False
     ctx.enable_progress_bars = interactive()
     ctx.print_on_execution_start = False
-    for handler in logging.getLogger("ray.data").handlers:
+
+
+def quiet_ray_train_worker() -> None:
+    """In a Ray Train worker: Ray Train logs every reported result and checkpoint at INFO under loggers
+    named by file path, which its LoggingConfig level does not reach; keep them off the console (its
+    log files still get them), warnings and errors included as before."""
+    ray_dir = os.path.dirname(ray.__file__)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.pathname.startswith(ray_dir)
+
+    for handler in logging.getLogger().handlers:
         if handler.get_name() == "console":
-            handler.setLevel(logging.WARNING)
+            handler.addFilter(keep)
 
 
 def cluster_gpus() -> float:
