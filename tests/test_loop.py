@@ -29,3 +29,27 @@ def test_feedback_weight_weighs_feedback_targets_and_one_is_the_plain_mean():
     w = torch.where(t >= fb, 4.0, 1.0) * (t != IGNORE)
     assert (t >= fb).any()  # the random ids hold feedback targets
     assert float(lm_loss(model, ids, mask, labels, fb, 4.0)) == pytest.approx(float((ce * w).sum() / w.sum()), rel=1e-5)
+
+
+def test_the_plain_loop_uses_the_ray_paths_optimizer(monkeypatch):
+    from recbase.config import PretrainConfig
+    from recbase.train import loop, plain
+
+    made = []
+
+    def spy(model, cfg):
+        opt = real(model, cfg)
+        made.append(opt)
+        return opt
+
+    real = loop.optimizer
+    monkeypatch.setattr(loop, "optimizer", spy)
+    vocab = Vocab(levels=2, codebook_size=17, feedback=True)
+    blocks = {"input_ids": torch.randint(3, vocab.size, (4, 9)).numpy(), "labels": torch.randint(3, vocab.size, (4, 9)).numpy()}
+    model, history = plain.train(PretrainConfig(model="tiny", micro_batch_size=2, threads_per_worker=1), vocab, blocks, 2)
+    assert len(made) == 1 and len(history) == 2
+    decay, no_decay = made[0].param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] > 0 and no_decay["weight_decay"] == 0
+    assert all("embed" not in names[id(p)] and p.ndim >= 2 for p in decay["params"])
+    assert any("embed" in names[id(p)] for p in no_decay["params"]) and any(p.ndim == 1 for p in no_decay["params"])

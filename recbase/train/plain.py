@@ -14,6 +14,7 @@ import torch
 from recbase.config import PretrainConfig
 from recbase.model import decoder
 from recbase.model.vocab import PAD, Vocab
+from recbase.train import loop
 from recbase.train.loop import lm_loss, lr_factor
 
 
@@ -26,7 +27,7 @@ def train(p: PretrainConfig, vocab: Vocab, blocks: dict, steps: int, seed: int =
     if p.threads_per_worker > 0:
         torch.set_num_threads(p.threads_per_worker)
     model = decoder.build(p.model, vocab.size)
-    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=p.weight_decay)
+    opt = loop.optimizer(model, p)  # the Ray path's: no weight decay on biases, norms and embeddings
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, p))
     b = p.micro_batch_size
     history = []
