@@ -113,6 +113,11 @@ def write_bytes(data: bytes, path: str) -> None:
     fs.mv(tmp, p)
 
 
+def as_json(obj: Any) -> Any:
+    """``obj`` as ``write_json`` stores it and ``read_json`` gives it back (tuples as lists, others as str)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
 def write_json(obj: Any, path: str) -> None:
     write_bytes(json.dumps(obj, indent=2, sort_keys=False, default=str).encode(), path)
 

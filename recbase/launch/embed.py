@@ -25,29 +25,30 @@ IO_CPUS = 0.1
 
 def read_embeddings(output: str, columns: list[str] | None = None) -> pa.Table | None:
     """Every shard of an embedding output, concatenated (None if it has none). A reader: it never
-    repairs — a shard it cannot read is an error naming it, and the shard stays where it is."""
+    repairs — a shard it cannot parse is an error naming it, and the shard stays where it is (a store
+    that does not answer fails with storage's own error)."""
     tables = []
     for path in storage.list_files(storage.join(output, SHARDS), ".parquet"):
         try:
             tables.append(storage.read_parquet(path, columns))
-        except (OSError, pa.ArrowInvalid) as e:
+        except pa.ArrowInvalid as e:
             raise RuntimeError(f"{path}: unreadable embedding shard ({type(e).__name__}: {e}); rerun jobs/embed.py "
                                "with embed.force=true to embed again") from e
     return pa.concat_tables(tables) if tables else None
 
 
-def _discard_unreadable_shards(output: str, log: Callable[[str], None]) -> int:
-    """The resume step of an unfinished embedding (no manifest): a shard an interruption cut short is
-    removed, and its items are embedded again. Only this stage, on its own unfinished output, does this."""
-    removed = 0
+def _resume_keys(output: str, log: Callable[[str], None]) -> pa.Table | None:
+    """The resume step of an unfinished embedding (no manifest): the keys of every shard already written,
+    read once; a shard an interruption cut short is removed and its items are embedded again. Only this
+    stage, on its own unfinished output, does this."""
+    tables = []
     for path in storage.list_files(storage.join(output, SHARDS), ".parquet"):
         try:
-            storage.read_parquet(path, ["item_id"])
+            tables.append(storage.read_parquet(path, ["domain", "item_id"]))
         except pa.ArrowInvalid as e:  # a truncated file; a store that does not answer is an error instead
             log(f"[embed] discarding unreadable shard {path} ({type(e).__name__}); its items are embedded again")
             storage.remove(path)
-            removed += 1
-    return removed
+    return pa.concat_tables(tables) if tables else None
 
 
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
@@ -65,8 +66,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     t0 = time.perf_counter()
     session.init()
 
-    _discard_unreadable_shards(out, log)
-    done = read_embeddings(out, ["domain", "item_id"])
+    done = _resume_keys(out, log)
     n_done = done.num_rows if done is not None else 0
     # read and write tasks take a small CPU share so that the actor pool can never starve them
     ds = ray.data.read_parquet(items_path, num_cpus=IO_CPUS).select_columns(["domain", "item_id", "text"])

@@ -3,7 +3,6 @@ each when the cluster has them); baselines and metrics on the driver; report fil
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from typing import Callable
 
@@ -206,7 +205,7 @@ def resolve_dataset(cfg: Config, name: str, mdir: str, meta: dict, log) -> recbe
 
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     e, out = cfg.eval, cfg.eval.output
-    asked = json.loads(json.dumps(to_dict(e), default=str))  # as the manifest stores it
+    asked = storage.as_json(to_dict(e))  # as the manifest stores it
     # finished for this very evaluation only: another model, datasets or baselines into the same output redo it
     finished = storage.completed(storage.join(out, MANIFEST), e.force, "eval", log,
                                  accept=lambda m: m.get("config") == asked)
