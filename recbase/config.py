@@ -275,6 +275,9 @@ class PretrainConfig:
     grad_accum: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.01
+    # which parameters weight_decay shrinks: linear (the layers' weight matrices), linear_embed (also the
+    # token embedding, tied with the output head), all (also norms and biases)
+    decay_on: Literal["linear", "linear_embed", "all"] = "linear"
     warmup_steps: int = 50
     # cosine decay from lr to min_lr_fraction x lr at max_steps
     min_lr_fraction: float = 0.1

@@ -53,3 +53,18 @@ def test_the_plain_loop_uses_the_ray_paths_optimizer(monkeypatch):
     assert decay["weight_decay"] > 0 and no_decay["weight_decay"] == 0
     assert all("embed" not in names[id(p)] and p.ndim >= 2 for p in decay["params"])
     assert any("embed" in names[id(p)] for p in no_decay["params"]) and any(p.ndim == 1 for p in no_decay["params"])
+
+
+@pytest.mark.parametrize("decay_on", ["linear", "linear_embed", "all"])
+def test_decay_on_chooses_the_decayed_parameters(decay_on):
+    from recbase.config import PretrainConfig
+    from recbase.train import loop
+
+    model = decoder.build("tiny", Vocab(levels=2, codebook_size=17, feedback=True).size)
+    decay, no_decay = loop.optimizer(model, PretrainConfig(decay_on=decay_on)).param_groups
+    decayed = {n for n, p in model.named_parameters() if any(p is q for q in decay["params"])}
+    names = {n for n, _ in model.named_parameters()}
+    linear = {n for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n}
+    embed = {n for n in names if "embed" in n}
+    assert linear and embed and len(decay["params"]) + len(no_decay["params"]) == len(names)
+    assert decayed == {"linear": linear, "linear_embed": linear | embed, "all": names}[decay_on]

@@ -71,10 +71,12 @@ def deepspeed_config(cfg: PretrainConfig, world_size: int, bf16: bool) -> dict:
 
 
 def optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases, norms and embeddings."""
+    """AdamW; weight decay on the parameters ``cfg.decay_on`` names (by default not on biases, norms and
+    embeddings)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
+        decayed = (cfg.decay_on == "all" or p.ndim >= 2 and ("embed" not in name or cfg.decay_on == "linear_embed"))
+        (decay if decayed else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
 
