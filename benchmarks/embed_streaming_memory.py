@@ -21,6 +21,8 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recbase.artifacts import Corpus
+
 WORDS = "red blue quiet fast old new deep bright small grand wild calm iron silver paper glass".split()
 
 
@@ -90,8 +92,8 @@ def main() -> None:
         model = tiny_model(tmp)
         corpus = os.path.join(tmp, "corpus")
         os.makedirs(corpus)
-        write_items(os.path.join(corpus, "items.parquet"), args.items)
-        open(os.path.join(corpus, "manifest.json"), "w").write("{}")
+        write_items(Corpus(corpus).items, args.items)
+        open(Corpus(corpus).manifest_path, "w").write("{}")
         cfg = config.load(None, [f"data.output={corpus}", f"embed.output={tmp}/emb", f"embed.model={model}",
                                  f"embed.batch_size={args.batch_size}", "embed.rows_per_file=200000"])
         ray.init(include_dashboard=False, log_to_driver=False)

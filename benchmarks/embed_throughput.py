@@ -16,9 +16,11 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recbase.artifacts import Corpus
+
 
 def texts(n: int, corpus: str) -> list[str]:
-    base = pq.read_table(os.path.join(corpus, "items.parquet"), columns=["text"]).column("text").to_pylist()
+    base = pq.read_table(Corpus(corpus).items, columns=["text"]).column("text").to_pylist()
     return [f"{base[i % len(base)]} Edition {i // len(base)}." if i >= len(base) else base[i] for i in range(n)]
 
 
@@ -58,8 +60,8 @@ def main() -> None:
         corpus = os.path.join(tmp, "corpus")
         os.makedirs(corpus)
         pq.write_table(pa.table({"domain": ["bench"] * len(data), "item_id": [str(i) for i in range(len(data))],
-                                 "text": data}), os.path.join(corpus, "items.parquet"), row_group_size=10_000)
-        open(os.path.join(corpus, "manifest.json"), "w").write("{}")
+                                 "text": data}), Corpus(corpus).items, row_group_size=10_000)
+        open(Corpus(corpus).manifest_path, "w").write("{}")
         cfg = config.load(None, [f"data.output={corpus}", f"embed.output={tmp}/emb", f"embed.model={args.model}",
                                  f"embed.batch_size={args.batch_size}", f"embed.concurrency={args.concurrency}",
                                  f"embed.threads_per_actor={args.threads_per_actor}",

@@ -20,7 +20,7 @@ from recbase import storage
 from recbase.eval import llm
 from recbase.data.sequences import history_tokens
 from recbase.eval.scoring import ConceptScorer, default_rule, group_pairs
-from recbase.launch.evaluate import model_dir
+from recbase.artifacts import Corpus, ExportedModel
 from recbase.model.vocab import ItemIndex, Vocab
 
 
@@ -43,11 +43,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    mdir = model_dir(args.run)
-    meta = storage.read_json(storage.join(mdir, "recbase.json"))
-    pairs = storage.read_parquet(storage.join(meta["corpus"], "eval", f"{args.dataset}.parquet")).to_pandas()
+    model = ExportedModel.find(args.run)
+    mdir, meta = model.root, model.meta()
+    corpus = Corpus(meta["corpus"])
+    pairs = storage.read_parquet(corpus.pairs(args.dataset)).to_pandas()
     groups = group_pairs(pairs)[: args.users]
-    items = storage.read_parquet(storage.join(meta["corpus"], "items.parquet")).to_pandas()
+    items = storage.read_parquet(corpus.items).to_pandas()
     text = dict(zip(zip(items["domain"], items["item_id"]), items["text"]))
 
     from transformers import AutoModelForCausalLM

@@ -11,69 +11,35 @@ Achieved FLOP/s (6 x matmul parameters + attention, per token) is compared with 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import os
 import tempfile
 import time
 
+import numpy as np
 import torch
 
 from assign_throughput import matmul_rate
 from recbase import config, storage
+from recbase.artifacts import Corpus, Pretraining
 from recbase.data import sequences
 from recbase.model import decoder
 from recbase.model.vocab import ItemIndex
-from recbase.train import plain
 
 
 def all_blocks(cfg, index: ItemIndex) -> dict:
-    hist = storage.read_parquet(storage.join(cfg.data.output, "pretrain/histories.parquet")).to_pydict()
+    hist = storage.read_parquet(Corpus(cfg.data.output).histories).to_pydict()
     return sequences.HistoryBlocks(index, cfg.pretrain.block_len)({"domains": hist["domains"], "item_ids": hist["item_ids"]})
-
-
-class LocalContext:
-    """``loop.TrainContext`` in one process without Ray: blocks from memory, no checkpoints."""
-
-    world_rank, world_size, device = 0, 1, torch.device("cpu")
-
-    def __init__(self, blocks: dict, batch: int) -> None:
-        self.blocks, self.batch = blocks, batch
-
-    def train_batches(self, epoch: int):
-        n = len(self.blocks["input_ids"]) // self.batch * self.batch
-        for i in range(0, n, self.batch):
-            yield {k: torch.as_tensor(v[i:i + self.batch]) for k, v in self.blocks.items()}
-
-    def val_batches(self):
-        return iter([{k: torch.as_tensor(v[:self.batch]) for k, v in self.blocks.items()}])
-
-    @contextlib.contextmanager
-    def latest_checkpoint(self):
-        yield None
-
-    def report(self, metrics: dict, checkpoint_dir) -> None:
-        self.history.append(metrics)
 
 
 def deepspeed_no_ray(cfg, index: ItemIndex, blocks: dict, steps: int, warmup: int) -> float:
     """The same DeepSpeed loop (recbase.train.loop) in this process, gloo world of one, no Ray."""
-    import socket
+    from recbase.train import local, loop
 
-    import torch.distributed as dist
-
-    from recbase.train import loop
-
-    with socket.socket() as s_:
-        s_.bind(("127.0.0.1", 0))
-        port = s_.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-    dist.init_process_group("gloo")
+    local.world_of_one()
     p = dataclasses.replace(cfg.pretrain, max_steps=steps, log_every=10, eval_every=10**6, checkpoint_every=10**6)
-    ctx = LocalContext(blocks, p.micro_batch_size)
-    ctx.history = []
+    val = {k: v[:p.micro_batch_size] for k, v in blocks.items()}
+    ctx = local.LocalContext(blocks, val, p.micro_batch_size, seed=p.seed)
     loop.train(p, index.vocab, ctx, log=lambda s: None)
-    dist.destroy_process_group()
     return steady(ctx.history, warmup, 10, p.micro_batch_size * p.block_len)
 
 
@@ -85,10 +51,32 @@ def steady(history: list[dict], warmup: int, log_every: int, tokens_per_step: in
 
 
 def plain_loop(cfg, index: ItemIndex, blocks: dict, steps: int, warmup: int) -> float:
-    """A single-process PyTorch loop (``recbase.train.plain``): steady-state tokens/s after ``warmup`` steps."""
-    _, history = plain.train(cfg.pretrain, index.vocab, blocks, steps)
-    rows = history[warmup:]
-    return sum(h["tokens"] for h in rows) / sum(h["seconds"] for h in rows)
+    """The plain alternative: a single-process PyTorch loop (the shared optimizer, schedule and loss; no
+    DeepSpeed engine, no Ray) — steady-state tokens/s after ``warmup`` steps."""
+    from recbase.model.vocab import PAD
+    from recbase.train import loop
+
+    p = cfg.pretrain
+    order = np.random.default_rng(p.seed).permutation(len(blocks["input_ids"]))
+    torch.manual_seed(p.seed)
+    model = decoder.build(p.model, index.vocab.size)
+    opt = loop.optimizer(model, p)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: loop.lr_factor(s, p))
+    b, tokens, seconds = p.micro_batch_size, 0, 0.0
+    for step in range(steps):
+        t0 = time.perf_counter()
+        rows = order[(step * b) % len(order):][:b]
+        ids = torch.as_tensor(blocks["input_ids"][rows]).long()  # [B, T]
+        labels = torch.as_tensor(blocks["labels"][rows]).long()  # [B, T]
+        loss = loop.lm_loss(model, ids, (ids != PAD).long(), labels, index.vocab.feedback_from, p.feedback_weight)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step >= warmup:
+            tokens, seconds = tokens + ids.numel(), seconds + time.perf_counter() - t0
+    return tokens / seconds
 
 
 def ray_run(cfg_path: str, overrides: list[str], steps: int, warmup: int, out: str) -> tuple[float, float]:
@@ -102,7 +90,7 @@ def ray_run(cfg_path: str, overrides: list[str], steps: int, warmup: int, out: s
     t0 = time.perf_counter()
     pretrain.run(cfg, log=lambda s: None)
     wall = time.perf_counter() - t0
-    history = storage.read_json(storage.join(out, "history.json"))
+    history = storage.read_json(Pretraining(out).history)
     return steady(history, warmup, log_every, cfg.pretrain.micro_batch_size * cfg.pretrain.block_len), wall
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from recbase import config
-from recbase.launch.tokenize import load_embeddings
+from recbase.artifacts import Embeddings
 from recbase.tokenizer import metrics
 from recbase.tokenizer.assign import dedup
 from recbase.tokenizer.tokenizer import Tokenizer
@@ -34,7 +34,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = p.parse_args()
     torch.set_num_threads(2)
-    domains, ids, x = load_embeddings(args.embeddings)
+    domains, ids, x = Embeddings(args.embeddings).load()
     var = float(((x - x.mean(0)) ** 2).sum(1).mean())
     print(f"{len(x):,} items, {x.shape[1]}-d embeddings from {args.embeddings}; mean ± std over seeds {args.seeds}\n")
     print("| shape | tokenizer | utilisation per level | min | raw collisions | after dedup | dedup size | recon. error (rel.) | seconds |")

@@ -25,7 +25,7 @@ RETRY_SECONDS = 30.0
 _NOT_TRANSIENT = (FileNotFoundError, PermissionError, IsADirectoryError, ValueError, TypeError, KeyError)
 
 
-def _retrying(what: str, fn: Callable[[], Any]) -> Any:
+def _retrying(what: str, fn: Callable[[], Any], after: str = "nothing was marked complete, rerun to continue") -> Any:
     """``fn()``, retried with backoff until RETRY_SECONDS of wall time (s3fs's and botocore's own retries
     inside each attempt count too) have passed since the first attempt."""
     delay, t0 = 0.5, time.monotonic()
@@ -38,14 +38,14 @@ def _retrying(what: str, fn: Callable[[], Any]) -> Any:
             waited = time.monotonic() - t0
             if waited >= RETRY_SECONDS:
                 raise OSError(f"{what}: the object store did not answer for {waited:.0f} s ({type(e).__name__}: {e}); "
-                              "nothing was marked complete, rerun to continue") from e
+                              f"{after}") from e
             time.sleep(min(delay, max(0.0, RETRY_SECONDS - waited)))
             delay = min(2 * delay, 8.0)
 
 
 def _remote_read(path: str, fn: Callable[[], Any]) -> Any:
     """``fn()``, with the write retry budget when ``path`` is remote (a missing file is never retried)."""
-    return _retrying(f"reading {path}", fn) if is_remote(path) else fn()
+    return _retrying(f"reading {path}", fn, "nothing was changed, rerun once it answers") if is_remote(path) else fn()
 
 
 def is_remote(path: str) -> bool:
@@ -160,6 +160,13 @@ def open_binary(path: str):
     return _remote_read(path, open_)
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute (Ray workers run in directories of their own); remote URIs as given."""
+    import os
+
+    return path if is_remote(path) else os.path.abspath(path)
+
+
 def completed(manifest_path: str, force: bool, stage: str, log, accept: Callable[[dict], bool] | None = None,
               what: str = "") -> Any | None:
     """The manifest of a stage whose output is complete (and not forced to redo), else None. ``accept``
@@ -170,7 +177,8 @@ def completed(manifest_path: str, force: bool, stage: str, log, accept: Callable
     manifest = read_json(manifest_path)
     if accept is not None and not accept(manifest):
         return None
-    log(f"[{stage}] {manifest_path.rsplit('/', 1)[0]} is complete (manifest.json{what or ' present'}); "
+    root, name = manifest_path.rsplit("/", 1)
+    log(f"[{stage}] {root} is complete ({name}{what or ' present'}); "
         f"set {stage}.force=true to redo")
     return manifest
 

@@ -10,7 +10,7 @@ from conftest import FIXTURES, REPO
 from recbase import config, storage
 from recbase.data.corpus import prepare
 from recbase.launch import embed, tokenize
-from recbase.launch.embed import read_embeddings
+from recbase.artifacts import Embeddings
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def test_embedding_resumes_after_an_interruption(tmp_path, ray_session):
     prepare(cfg.data, log=lambda s: None)
     first = embed.run(cfg, log=lambda s: None)
     assert first["items"] == 5 and first["dim"] == 384 and first["embedded_this_run"] == 5
-    full = sorted_table(read_embeddings(str(tmp_path / "emb")))
+    full = sorted_table(Embeddings(str(tmp_path / "emb")).read())
     norms = np.linalg.norm(np.stack(full.column("embedding").to_numpy(zero_copy_only=False)), axis=1)
     assert np.allclose(norms, 1, atol=1e-5)  # normalised
 
@@ -42,7 +42,7 @@ def test_embedding_resumes_after_an_interruption(tmp_path, ray_session):
     assert second["resumed_from"] == 2 and second["embedded_this_run"] == 3
     assert any("discarding unreadable shard" in m and "broken.parquet" in m for m in messages)
     assert any("resuming: 2 of 5" in m for m in messages)
-    again = sorted_table(read_embeddings(str(tmp_path / "emb")))
+    again = sorted_table(Embeddings(str(tmp_path / "emb")).read())
     assert again.column("item_id").equals(full.column("item_id"))
     a = np.stack(again.column("embedding").to_numpy(zero_copy_only=False))
     b = np.stack(full.column("embedding").to_numpy(zero_copy_only=False))
@@ -55,7 +55,7 @@ def test_embedding_resumes_after_an_interruption(tmp_path, ray_session):
     shard = sorted((tmp_path / "emb/shards").glob("*.parquet"))[0]
     shard.write_bytes(b"PAR1 damaged later")
     with pytest.raises(RuntimeError, match=f"{shard.name}: unreadable embedding shard.*embed.force=true"):
-        read_embeddings(str(tmp_path / "emb"))
+        Embeddings(str(tmp_path / "emb")).read()
     assert shard.exists()
 
 
@@ -80,7 +80,7 @@ def test_ml1m_embed_then_tokenize_hands_off_by_manifest(tmp_path, default_tokeni
     from recbase.tokenizer.tokenizer import Tokenizer
 
     tok = Tokenizer.load(tok_dir)
-    _, _, x = tokenize.load_embeddings(emb)
+    _, _, x = Embeddings(emb).load()
     assert np.array_equal(tok.codes(x[:10]), np.stack(ids["codes"][:10]))
 
     # the RQ-KMeans baseline behind the same interface, same stage

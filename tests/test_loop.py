@@ -31,28 +31,36 @@ def test_feedback_weight_weighs_feedback_targets_and_one_is_the_plain_mean():
     assert float(lm_loss(model, ids, mask, labels, fb, 4.0)) == pytest.approx(float((ce * w).sum() / w.sum()), rel=1e-5)
 
 
-def test_the_plain_loop_uses_the_ray_paths_optimizer(monkeypatch):
+def test_in_process_training_uses_the_ray_paths_optimizer_and_engine(monkeypatch):
+    """The short in-process pretraining (sweep trials, validation levers) is the Ray path's loop: the same
+    ``loop.optimizer`` parameter groups inside the same DeepSpeed engine (``loop.fit``)."""
     from recbase.config import PretrainConfig
-    from recbase.train import loop, plain
+    from recbase.train import local, loop
 
-    made = []
+    made, fitted = [], []
 
     def spy(model, cfg):
-        opt = real(model, cfg)
-        made.append(opt)
+        opt = real(model, cfg)  # DeepSpeed flattens the groups later: their members are read here
+        names = {id(p): n for n, p in model.named_parameters()}
+        made.append([(g["weight_decay"], [(names[id(p)], p.ndim) for p in g["params"]]) for g in opt.param_groups])
         return opt
 
-    real = loop.optimizer
+    def fit_spy(*args, **kwargs):
+        fitted.append(args[0])
+        return real_fit(*args, **kwargs)
+
+    real, real_fit = loop.optimizer, loop.fit
     monkeypatch.setattr(loop, "optimizer", spy)
+    monkeypatch.setattr(loop, "fit", fit_spy)
     vocab = Vocab(levels=2, codebook_size=17, feedback=True)
     blocks = {"input_ids": torch.randint(3, vocab.size, (4, 9)).numpy(), "labels": torch.randint(3, vocab.size, (4, 9)).numpy()}
-    model, history = plain.train(PretrainConfig(model="tiny", micro_batch_size=2, threads_per_worker=1), vocab, blocks, 2)
-    assert len(made) == 1 and len(history) == 2
-    decay, no_decay = made[0].param_groups
-    names = {id(p): n for n, p in model.named_parameters()}
-    assert decay["weight_decay"] > 0 and no_decay["weight_decay"] == 0
-    assert all("embed" not in names[id(p)] and p.ndim >= 2 for p in decay["params"])
-    assert any("embed" in names[id(p)] for p in no_decay["params"]) and any(p.ndim == 1 for p in no_decay["params"])
+    model, history = local.train(PretrainConfig(model="tiny", micro_batch_size=2, threads_per_worker=1), vocab, blocks, 2)
+    assert len(made) == 1 and len(fitted) == 1 and fitted[0].max_steps == 2
+    assert [h["step"] for h in history] == [1, 2] and "val_loss" in history[-1]
+    (wd, decay), (wd0, no_decay) = made[0]
+    assert wd > 0 and wd0 == 0 and len(decay) + len(no_decay) == len(list(model.parameters()))
+    assert all("embed" not in n and ndim >= 2 for n, ndim in decay)
+    assert any("embed" in n for n, _ in no_decay) and any(ndim == 1 for _, ndim in no_decay)
 
 
 @pytest.mark.parametrize("decay_on", ["linear", "linear_embed", "all"])

@@ -1,6 +1,7 @@
 """s3:// paths against a real S3-compatible server on 127.0.0.1 (moto in server mode)."""
 import dataclasses
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -113,3 +114,49 @@ def test_object_store_outage_during_a_read_is_retried(s3_server, moto_s3):
     print(f"read waited {waited:.1f} s for the store to come back")
     assert waited >= 2.5 and got.equals(table)
     assert storage.read_json("s3://recbase/outage/read.json") == {"stage": "done"}
+
+
+def test_an_outage_while_evaluation_reads_embeddings_is_retried_and_never_deletes_a_shard(s3_server, moto_s3,
+                                                                                          monkeypatch):
+    import threading
+    import time
+
+    from recbase.artifacts import Embeddings
+    from recbase.embed.encoder import to_arrow
+    from recbase.eval.baselines import EmbeddingTable
+
+    emb = Embeddings("s3://recbase/outage/emb")
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((6, 4)).astype(np.float32)
+    for k in range(3):  # three shards of two items each
+        rows = slice(2 * k, 2 * k + 2)
+        storage.write_parquet(pa.table({"domain": ["d", "d"], "item_id": [f"{2 * k}", f"{2 * k + 1}"],
+                                        "embedding": to_arrow(vectors[rows])}), f"{emb.shards}/part-{k}.parquet")
+    shards = emb.shard_files()
+    assert len(shards) == 3
+
+    # the store goes away for 3 s while the text-similarity baseline loads the embeddings: the read waits
+    moto_s3.stop()
+    restart = threading.Timer(3.0, moto_s3.start)
+    restart.start()
+    t0 = time.time()
+    try:
+        table = EmbeddingTable(*emb.load())  # what evaluation does for the embedding baselines
+    finally:
+        restart.join()
+    assert time.time() - t0 >= 2.5
+    assert table.rows(["d"], ["5"]).tolist() == [5]
+    np.testing.assert_allclose(table.vectors[5], vectors[5] / np.linalg.norm(vectors[5]), rtol=1e-6)
+    assert emb.shard_files() == shards
+
+    # down past the retry budget: a clear error, and every shard is still there afterwards
+    monkeypatch.setattr(storage, "RETRY_SECONDS", 2.0)
+    moto_s3.stop()
+    try:
+        with pytest.raises(OSError, match="reading s3://recbase/outage/emb.*did not answer.*nothing was changed"):
+            emb.load()
+    finally:
+        moto_s3.start()
+    assert emb.shard_files() == shards
+    for path in shards:
+        assert storage.read_parquet(path).num_rows == 2

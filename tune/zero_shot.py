@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from recbase import config, storage
-from recbase.launch.tokenize import load_embeddings
+from recbase.artifacts import Embeddings, Levers
 from recbase.sweep import levers
 
 if __name__ == "__main__":
@@ -31,9 +31,9 @@ if __name__ == "__main__":
         cfg = config.load(args.config)
     except config.ConfigError as e:
         p.exit(2, f"config error: {e}\n")
-    rows = levers.run(args.config, variants, args.seeds, args.steps, args.output, load_embeddings(cfg.embed.output),
+    rows = levers.run(args.config, variants, args.seeds, args.steps, args.output, Embeddings(cfg.embed.output).load(),
                       datasets=tuple(args.datasets))
     text = levers.summary(rows, tuple(args.datasets))
-    storage.write_bytes(text.encode(), storage.join(args.output, "summary.md"))
+    storage.write_bytes(text.encode(), Levers(args.output).summary_md)
     print(text)
     sys.exit(0)

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 import recbase
 from recbase import storage
+from recbase.artifacts import Corpus
 from recbase.config import ConfigError, DataConfig, to_dict
 from recbase.data import splits
 from recbase.data.rejects import Rejects
@@ -33,14 +34,6 @@ from recbase.data.sources import read_source
 from recbase.data.sources.base import ITEM_COLUMNS, ORIGIN, SourceTables, reject_where
 from recbase.data.text import format_items
 
-MANIFEST = "manifest.json"
-FILES = {
-    "items": "items.parquet",
-    "interactions": "interactions.parquet",
-    "rejects": "rejects.parquet",
-    "histories": "pretrain/histories.parquet",
-    "item_stats": "pretrain/item_stats.parquet",
-}
 
 
 class CountMismatch(AssertionError):
@@ -86,9 +79,8 @@ def _clean_source(label: str, t: SourceTables, rejects: Rejects):
 
 def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     """Prepare the corpus ``cfg`` describes; returns its manifest (skips if already complete)."""
-    out = cfg.output
-    manifest_path = storage.join(out, MANIFEST)
-    finished = storage.completed(manifest_path, cfg.force, "data", log)
+    out, corpus = cfg.output, Corpus(cfg.output)
+    finished = corpus.reuse(cfg.force, log)
     if finished is not None:
         return finished
     t_start = time.perf_counter()
@@ -149,18 +141,18 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
                 raise CountMismatch(f"{rep['name']}/{t}: kept {kept.get(t, 0)} + rejected {n_rej} != read {n_read}")
 
     split_report, pretraining, tables = _split(cfg, items, inter, given)
-    files = dict(FILES)
+    files = dict(Corpus.FILES)
     for name in tables:
-        files[f"eval/{name}"] = f"eval/{name}.parquet"
+        files[f"{Corpus.PAIRS_DIR}/{name}"] = Corpus.pairs_file(name)
 
     t_write = time.perf_counter()
-    storage.write_parquet(pa.Table.from_pandas(items[ITEMS.names], schema=ITEMS, preserve_index=False), storage.join(out, FILES["items"]))
-    storage.write_parquet(pa.Table.from_pandas(inter[INTERACTIONS.names], schema=INTERACTIONS, preserve_index=False), storage.join(out, FILES["interactions"]))
-    storage.write_parquet(rejects.to_table(), storage.join(out, FILES["rejects"]))
+    storage.write_parquet(pa.Table.from_pandas(items[ITEMS.names], schema=ITEMS, preserve_index=False), corpus.items)
+    storage.write_parquet(pa.Table.from_pandas(inter[INTERACTIONS.names], schema=INTERACTIONS, preserve_index=False), corpus.interactions)
+    storage.write_parquet(rejects.to_table(), corpus.rejects)
     for name, table in pretraining.items():
-        storage.write_parquet(table, storage.join(out, FILES[name]))
+        storage.write_parquet(table, corpus.path(Corpus.FILES[name]))
     for name, table in tables.items():
-        storage.write_parquet(table, storage.join(out, f"eval/{name}.parquet"))
+        storage.write_parquet(table, corpus.pairs(name))
 
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -177,7 +169,7 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
         "files": files,
         "seconds": {"total": round(time.perf_counter() - t_start, 2), "write": round(time.perf_counter() - t_write, 2)},
     }
-    storage.write_json(manifest, manifest_path)  # last: the corpus is complete once this exists
+    corpus.write_manifest(manifest)  # last: the corpus is complete once this exists
     log(f"[corpus] wrote {out} ({manifest['seconds']['total']} s)")
     return manifest
 

@@ -15,34 +15,19 @@ import ray
 
 from recbase import storage
 from recbase.config import Config, to_dict
-from recbase.data.corpus import FILES as CORPUS_FILES, MANIFEST as CORPUS_MANIFEST
+from recbase.artifacts import Corpus, Embeddings
 from recbase.embed.encoder import Encoder
 from recbase.launch import session
 
-MANIFEST, SHARDS = "manifest.json", "shards"
 IO_CPUS = 0.1
 
 
-def read_embeddings(output: str, columns: list[str] | None = None) -> pa.Table | None:
-    """Every shard of an embedding output, concatenated (None if it has none). A reader: it never
-    repairs — a shard it cannot parse is an error naming it, and the shard stays where it is (a store
-    that does not answer fails with storage's own error)."""
-    tables = []
-    for path in storage.list_files(storage.join(output, SHARDS), ".parquet"):
-        try:
-            tables.append(storage.read_parquet(path, columns))
-        except pa.ArrowInvalid as e:
-            raise RuntimeError(f"{path}: unreadable embedding shard ({type(e).__name__}: {e}); rerun jobs/embed.py "
-                               "with embed.force=true to embed again") from e
-    return pa.concat_tables(tables) if tables else None
-
-
-def _resume_keys(output: str, log: Callable[[str], None]) -> pa.Table | None:
+def _resume_keys(output: Embeddings, log: Callable[[str], None]) -> pa.Table | None:
     """The resume step of an unfinished embedding (no manifest): the keys of every shard already written,
     read once; a shard an interruption cut short is removed and its items are embedded again. Only this
     stage, on its own unfinished output, does this."""
     tables = []
-    for path in storage.list_files(storage.join(output, SHARDS), ".parquet"):
+    for path in output.shard_files():
         try:
             tables.append(storage.read_parquet(path, ["domain", "item_id"]))
         except pa.ArrowInvalid as e:  # a truncated file; a store that does not answer is an error instead
@@ -53,20 +38,18 @@ def _resume_keys(output: str, log: Callable[[str], None]) -> pa.Table | None:
 
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     e, out = cfg.embed, cfg.embed.output
-    manifest_path = storage.join(out, MANIFEST)
-    finished = storage.completed(manifest_path, e.force, "embed", log)
+    emb, corpus = Embeddings(out), Corpus(cfg.data.output)
+    finished = emb.reuse(e.force, log)
     if finished is not None:
         return finished
     if e.force:
         storage.remove(out)
-    corpus_manifest = storage.join(cfg.data.output, CORPUS_MANIFEST)
-    if not storage.exists(corpus_manifest):
-        raise FileNotFoundError(f"{corpus_manifest}: no prepared corpus; run jobs/prepare_corpus.py first")
-    items_path = storage.join(cfg.data.output, CORPUS_FILES["items"])
+    corpus.manifest()  # a clear error when the corpus is not prepared
+    items_path = corpus.items
     t0 = time.perf_counter()
     session.init()
 
-    done = _resume_keys(out, log)
+    done = _resume_keys(emb, log)
     n_done = done.num_rows if done is not None else 0
     # read and write tasks take a small CPU share so that the actor pool can never starve them
     ds = ray.data.read_parquet(items_path, num_cpus=IO_CPUS).select_columns(["domain", "item_id", "text"])
@@ -97,16 +80,16 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         num_cpus=e.num_cpus_per_actor,
         num_gpus=gpus,
     )
-    ds.write_parquet(storage.join(out, SHARDS), min_rows_per_file=e.rows_per_file,
+    ds.write_parquet(emb.shards, min_rows_per_file=e.rows_per_file,
                      ray_remote_args={"num_cpus": IO_CPUS})
     seconds = time.perf_counter() - t0
 
     # check by keys only: the embeddings themselves never need to fit in the driver
-    table = read_embeddings(out, ["domain", "item_id"])
+    table = emb.read(["domain", "item_id"])
     keys = pc.binary_join_element_wise(table.column("domain"), table.column("item_id"), "\x1f")
     if table.num_rows != n_items or pc.count_distinct(keys).as_py() != n_items:
         raise RuntimeError(f"[embed] {out}: {table.num_rows} embeddings for {n_items} items; rerun to complete")
-    fs, p = storage.filesystem(storage.list_files(storage.join(out, SHARDS), ".parquet")[0])
+    fs, p = storage.filesystem(emb.shard_files()[0])
     with fs.open(p, "rb") as f:
         dim = pq.read_schema(f).field("embedding").type.list_size
     manifest = {
@@ -119,13 +102,13 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         "resumed_from": n_done,
         "corpus": cfg.data.output,
         "text_format": cfg.data.text_format,
-        "files": {"shards": SHARDS},
+        "files": {"shards": Embeddings.SHARDS},
         "seconds": round(seconds, 2),
         "items_per_s": round((n_items - n_done) / seconds, 1) if seconds > 0 else None,
         "actors": {"concurrency": e.concurrency, "num_cpus": e.num_cpus_per_actor, "num_gpus": gpus,
                    "threads": e.threads_per_actor},
         "config": to_dict(e),
     }
-    storage.write_json(manifest, manifest_path)
+    emb.write_manifest(manifest)
     log(f"[embed] {n_items - n_done:,} items embedded ({dim}-d) in {seconds:.1f} s -> {out}")
     return manifest

@@ -10,27 +10,14 @@ import numpy as np
 import ray
 
 from recbase import storage
+from recbase.artifacts import Corpus, Embeddings, Evaluation, ExportedModel
+from recbase.data.sources import recbench as recbench_source
 from recbase.config import Config, to_dict
 from recbase.eval import baselines, llm, metrics, report
-from recbase.data.corpus import FILES as CORPUS_FILES
 from recbase.eval.scoring import ConceptScorer, UserGroup, default_rule, group_pairs, history_ids
 from recbase.launch import recbench, session
-from recbase.launch.tokenize import load_embeddings
 from recbase.model.vocab import ItemIndex, Vocab
 from recbase.progress import Progress
-
-MANIFEST, RESULTS_JSON, RESULTS_MD, RESULTS_PNG = "manifest.json", "results.json", "results.md", "auc.png"
-
-
-def model_dir(path: str) -> str:
-    """A Hugging Face directory, or a pretraining output holding one under model/."""
-    if storage.exists(storage.join(path, "config.json")):
-        return path
-    inner = storage.join(path, "model")
-    if storage.exists(storage.join(inner, "config.json")):
-        return inner
-    raise FileNotFoundError(f"{path}: neither a Hugging Face model directory nor a pretraining output with model/")
-
 
 class ScoreActor:
     """Ray Data actor: a batch of user groups -> (row, score) pairs, with one RecBase model replica."""
@@ -189,32 +176,32 @@ def llm_records(groups: list[UserGroup], texts: dict) -> tuple[list[dict], dict]
 
 def resolve_dataset(cfg: Config, name: str, mdir: str, meta: dict, log) -> recbench.Dataset:
     """A name under the run's corpus eval/, a .parquet of pairs, or a RecBench-style directory."""
-    embeddings = meta["tokenizer"]["embedding"]["output"]
-    items = storage.join(meta["corpus"], "items.parquet")
+    embeddings, corpus = meta["tokenizer"]["embedding"]["output"], Corpus(meta["corpus"])
+    items = corpus.items
     if name.endswith(".parquet"):
         return recbench.Dataset(name.rsplit("/", 1)[-1].removesuffix(".parquet"), name, mdir, embeddings, items, {})
-    if recbench.is_directory(name):
+    if recbench_source.is_directory(name):
         label = name.rstrip("/").rsplit("/", 1)[-1]
-        return recbench.prepare(cfg, name, storage.join(cfg.eval.output, "datasets", label), meta, log)
-    path = storage.join(meta["corpus"], "eval", f"{name}.parquet")
+        return recbench.prepare(cfg, name, Evaluation(cfg.eval.output).dataset(label), meta, log)
+    path = corpus.pairs(name)
     if not storage.exists(path):
         raise FileNotFoundError(f"eval dataset {name!r}: no {path}, and not a .parquet file or a RecBench directory "
-                                "(items.parquet, users.parquet, test.parquet)")
+                                f"({', '.join((recbench_source.ITEMS, recbench_source.USERS, recbench_source.TEST))})")
     return recbench.Dataset(name, path, mdir, embeddings, items, {})
 
 
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
-    e, out = cfg.eval, cfg.eval.output
+    e, out = cfg.eval, Evaluation(cfg.eval.output)
     asked = storage.as_json(to_dict(e))  # as the manifest stores it
     # finished for this very evaluation only: another model, datasets or baselines into the same output redo it
-    finished = storage.completed(storage.join(out, MANIFEST), e.force, "eval", log,
-                                 accept=lambda m: m.get("config") == asked)
+    finished = out.reuse(e.force, log, accept=lambda m: m.get("config") == asked)
     if finished is not None:
-        log(storage.open_binary(storage.join(out, RESULTS_MD)).read().decode())
+        log(storage.open_binary(out.results_md).read().decode())
         return finished
-    mdir = model_dir(e.model or cfg.pretrain.output)
-    models = {"recbase": mdir, **({"recbase_finetuned": model_dir(e.finetuned)} if e.finetuned else {})}
-    meta = storage.read_json(storage.join(mdir, "recbase.json"))
+    model = ExportedModel.find(e.model or cfg.pretrain.output)
+    mdir = model.root
+    models = {"recbase": mdir, **({"recbase_finetuned": ExportedModel.find(e.finetuned).root} if e.finetuned else {})}
+    meta = model.meta()
     vocab = Vocab.from_dict(meta["vocab"])
     max_history = e.max_history_items or (meta["block_len"] - 1) // vocab.tokens_per_step - 1  # room for the candidate
     if "prior_only" in e.baselines:  # a diagnostic: the same model reading no history
@@ -227,7 +214,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     # the pretraining users' counts per item: read once for the run (every dataset shares the corpus)
     stats = None
     if set(e.baselines) & baselines.NEEDS_STATS or e.recommend_users:
-        stats = baselines.ItemStats(storage.read_parquet(storage.join(meta["corpus"], CORPUS_FILES["item_stats"])))
+        stats = baselines.ItemStats(storage.read_parquet(Corpus(meta["corpus"]).item_stats))
     t0 = time.perf_counter()
     for name in e.datasets:
         ds = resolve_dataset(cfg, name, mdir, meta, log)
@@ -254,7 +241,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
                 "max_history_items": 0 if m == "recbase_prior_only" else max_history}, group_records(groups), len(pairs),
                 f"[eval] {ds.label} {m}", log)
             entry["seconds"][m] = round(time.perf_counter() - t1, 2)
-        table = (baselines.EmbeddingTable(*load_embeddings(ds.embeddings))
+        table = (baselines.EmbeddingTable(*Embeddings(ds.embeddings).load())
                  if set(e.baselines) & baselines.NEEDS_EMBEDDINGS else None)
         counted, errors = baselines.score(e.baselines, groups, len(pairs), stats, table)
         scores.update(counted)
@@ -288,12 +275,12 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
             + ", ".join(f"{m} AUC {r['auc']:.4f}" for m, r in entry["methods"].items()))
     results["seconds"] = round(time.perf_counter() - t0, 1)
     md = report.markdown(results)
-    storage.write_json(results, storage.join(out, RESULTS_JSON))
-    storage.write_bytes(md.encode(), storage.join(out, RESULTS_MD))
-    report.plot(results, storage.join(out, RESULTS_PNG))
-    manifest = {"files": {"results": RESULTS_JSON, "table": RESULTS_MD, "chart": RESULTS_PNG},
+    storage.write_json(results, out.results_json)
+    storage.write_bytes(md.encode(), out.results_md)
+    report.plot(results, out.auc_png)
+    manifest = {"files": {"results": out.RESULTS_JSON, "table": out.RESULTS_MD, "chart": out.AUC_PNG},
                 "model": mdir, "models": models, "config": to_dict(e), "summary": {
                     n: {m: round(r["auc"], 4) for m, r in d["methods"].items()} for n, d in results["datasets"].items()}}
-    storage.write_json(manifest, storage.join(out, MANIFEST))
+    out.write_manifest(manifest)
     log(md)
     return manifest

@@ -13,13 +13,11 @@ from typing import Callable
 import pyarrow as pa
 
 from recbase import storage
+from recbase.artifacts import ExportedModel, Finetuning
 from recbase.config import Config
 from recbase.data.schema import HISTORIES
 from recbase.eval.scoring import group_pairs
 from recbase.launch import evaluate, pretrain
-
-MANIFEST = "manifest.json"
-
 
 def histories(pairs) -> pa.Table:
     """One row per (user, history) group of the pairs table (a user evaluated in two domains has two)."""
@@ -44,15 +42,15 @@ def sequences_hold_no_candidate(pairs, table: pa.Table) -> int:
 
 
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
-    f, out = cfg.finetune, cfg.finetune.output
-    finished = storage.completed(storage.join(out, MANIFEST), f.force, "finetune", log)
+    f, out = cfg.finetune, Finetuning(cfg.finetune.output)
+    finished = out.reuse(f.force, log)
     if finished is not None:
-        log(storage.open_binary(storage.join(out, "eval", evaluate.RESULTS_MD)).read().decode())
+        log(storage.open_binary(out.evaluation.results_md).read().decode())
         return finished
     if f.steps < 1:
         raise ValueError("finetune.steps is 0: nothing to fine-tune; set finetune.steps")
-    mdir = evaluate.model_dir(f.model or cfg.pretrain.output)
-    meta = storage.read_json(storage.join(mdir, "recbase.json"))
+    model = ExportedModel.find(f.model or cfg.pretrain.output)
+    mdir, meta = model.root, model.meta()
     ds = evaluate.resolve_dataset(cfg, f.dataset, mdir, meta, log)
     if ds.index_dir != mdir:
         raise ValueError(f"finetune.dataset {f.dataset!r} has items outside the model's concept-ID map; fine-tuning "
@@ -60,21 +58,21 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     pairs = storage.read_parquet(ds.pairs_path).to_pandas()
     table = histories(pairs)
     overlap = sequences_hold_no_candidate(pairs, table)
-    path = storage.join(out, "data", "histories.parquet")
+    path = out.sequences
     storage.write_parquet(table, path)
     log(f"[finetune] {ds.label}: {table.num_rows:,} users' histories ({sum(map(len, table.column('item_ids').to_pylist())):,} "
         f"items) as training sequences; candidates among them: {overlap}")
     # the export's own objective (its vocabulary has feedback tokens or not), whatever the config says
-    p = replace(cfg.pretrain, objective=meta.get("objective", "next_item"), init_from=mdir, histories=path, output=storage.join(out, "model"), max_steps=f.steps,
+    p = replace(cfg.pretrain, objective=meta.get("objective", "next_item"), init_from=mdir, histories=path, output=out.training.root, max_steps=f.steps,
                 lr=f.lr, warmup_steps=f.warmup_steps, val_fraction=f.val_fraction, name="finetune", storage_path="",
                 eval_every=min(cfg.pretrain.eval_every, f.steps), checkpoint_every=min(cfg.pretrain.checkpoint_every, f.steps),
                 force=f.force)
     trained = pretrain.run(replace(cfg, data=replace(cfg.data, output=meta["corpus"]), pretrain=p), log)
     e = replace(cfg.eval, model=mdir, finetuned=p.output, datasets=(f.dataset,), baselines=f.baselines,
-                output=storage.join(out, "eval"), force=True)
+                output=out.evaluation.root, force=True)
     results = evaluate.run(replace(cfg, eval=e), log)
-    manifest = {"dataset": ds.label, "model": mdir, "finetuned": storage.join(p.output, "model"),
+    manifest = {"dataset": ds.label, "model": mdir, "finetuned": out.training.model.root,
                 "sequences": {"users": table.num_rows, "candidates_in_sequences": overlap, "path": path},
                 "steps": trained["steps"], "val_loss": trained["val_loss"], "summary": results["summary"]}
-    storage.write_json(manifest, storage.join(out, MANIFEST))
+    out.write_manifest(manifest)
     return manifest

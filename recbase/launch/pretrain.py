@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import sys
 import time
 from typing import Callable
@@ -19,6 +18,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchTrainer
 
 from recbase import storage
+from recbase.artifacts import Corpus, Pretraining, TokenizerOutput
 from recbase.config import Config, PretrainConfig, to_dict
 from recbase.data import sequences
 from recbase.launch import session
@@ -27,8 +27,6 @@ from recbase.model import decoder
 from recbase.model.vocab import ItemIndex, Vocab, model_vocab, tokenizer_manifest
 from recbase.train import loop, report
 
-MANIFEST = "manifest.json"
-HISTORIES = "pretrain/histories.parquet"
 BLOCK_ROWS = 64  # history rows per block-building batch
 
 
@@ -55,9 +53,14 @@ def tokenizer_dir(cfg: Config) -> str:
     return cfg.pretrain.init_from or cfg.tokenizer.output
 
 
+def histories(cfg: Config) -> str:
+    """The history Parquet to train on: the configured one, else the corpus's pretraining histories."""
+    return cfg.pretrain.histories or Corpus(cfg.data.output).histories
+
+
 def blocks(cfg: Config, validation: bool) -> "ray.data.Dataset":
     p = cfg.pretrain
-    ds = ray.data.read_parquet(p.histories or storage.join(cfg.data.output, HISTORIES), num_cpus=IO_CPUS)
+    ds = ray.data.read_parquet(histories(cfg), num_cpus=IO_CPUS)
     ds = ds.map_batches(_select_users, fn_kwargs={"validation": validation, "fraction": p.val_fraction,
                                                   "seed": p.seed}, batch_format="pyarrow", num_cpus=IO_CPUS)
     return ds.map_batches(_to_blocks, fn_kwargs={"tokenizer_dir": tokenizer_dir(cfg), "block_len": p.block_len,
@@ -125,15 +128,10 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def _storage_path(path: str) -> str:
-    return path if storage.is_remote(path) else os.path.abspath(path)
-
-
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
-    p, out = cfg.pretrain, cfg.pretrain.output
-    manifest_path = storage.join(out, MANIFEST)
-    done = storage.completed(manifest_path, p.force, "pretrain", log, accept=lambda m: m.get("steps") == p.max_steps,
-                             what=f", {p.max_steps} steps")  # asked for more steps: continue from the checkpoint
+    p, out, stage = cfg.pretrain, cfg.pretrain.output, Pretraining(cfg.pretrain.output)
+    done = stage.reuse(p.force, log, accept=lambda m: m.get("steps") == p.max_steps,
+                       what=f", {p.max_steps} steps")  # asked for more steps: continue from the checkpoint
     if done is not None:
         return done
     tok_manifest = tokenizer_manifest(tokenizer_dir(cfg))
@@ -162,13 +160,13 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     trainer = TorchTrainer(
         _worker,
         # workers run in their own directories: local paths are made absolute (one node, or shared storage)
-        train_loop_config={"cfg": dataclasses.replace(p, init_from=_storage_path(p.init_from) if p.init_from else ""),
-                           "vocab": vocab, "output": _storage_path(out)},
+        train_loop_config={"cfg": dataclasses.replace(p, init_from=storage.absolute(p.init_from) if p.init_from else ""),
+                           "vocab": vocab, "output": storage.absolute(out)},
         scaling_config=ScalingConfig(num_workers=p.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": p.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
         # Ray Train's own INFO records (worker group starts, every reported result and checkpoint) go to its
         # log files only; the loop's lines and the stage summary reach the terminal
-        run_config=RunConfig(name=p.name, storage_path=_storage_path(p.run_storage),
+        run_config=RunConfig(name=p.name, storage_path=storage.absolute(p.run_storage),
                              logging_config=LoggingConfig(log_level="WARNING"),
                              failure_config=FailureConfig(max_failures=p.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=p.keep_checkpoints)),
@@ -179,16 +177,18 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         raise result.error
     seconds = time.perf_counter() - t0
 
-    history = storage.read_json(storage.join(out, loop.HISTORY))
+    history = storage.read_json(stage.history)
     model = decoder.build(p.model, vocab.size, device="meta")
     params = decoder.count_parameters(model)
     final = history[-1]
-    model_dir = storage.join(out, loop.HF_DIR)
-    with storage.open_binary(storage.join(tokenizer_dir(cfg), "concept_ids.parquet")) as f:
-        storage.write_bytes(f.read(), storage.join(model_dir, "concept_ids.parquet"))
-    storage.write_json({"vocab": vocab.to_dict(), "tokenizer": tok_manifest, "block_len": p.block_len,
-                        "objective": p.objective, "corpus": cfg.data.output}, storage.join(model_dir, "recbase.json"))
-    report.plot_history(history, {"unigram": unigram, "per-level unigram": level_unigram}, storage.join(out, "loss.png"), f"{p.model} on {cfg.data.output}")
+    exported = stage.model
+    # the concept-ID map the model was trained on: the tokenizer stage's, or the starting model's
+    with storage.open_binary(storage.join(tokenizer_dir(cfg), TokenizerOutput.CONCEPT_IDS)) as f:
+        storage.write_bytes(f.read(), exported.concept_ids)
+    exported.write_meta({"vocab": vocab.to_dict(), "tokenizer": tok_manifest, "block_len": p.block_len,
+                         "objective": p.objective, "corpus": cfg.data.output})
+    report.plot_history(history, {"unigram": unigram, "per-level unigram": level_unigram}, stage.loss_png,
+                        f"{p.model} on {cfg.data.output}")
     manifest = {
         "model": p.model,
         "objective": p.objective,
@@ -202,13 +202,13 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         "baselines": {"unigram_val_loss": unigram, "level_unigram_val_loss": level_unigram,
                       "uniform_val_loss": math.log(vocab.size)},
         "tokens_per_s": final.get("tokens_per_s"),
-        "files": {"model": loop.HF_DIR, "history": loop.HISTORY, "loss_png": "loss.png"},
+        "files": {"model": stage.MODEL, "history": stage.HISTORY, "loss_png": stage.LOSS_PNG},
         "checkpoints": run_dir,
         "tokenizer": tokenizer_dir(cfg),
-        "histories": p.histories or storage.join(cfg.data.output, HISTORIES),
+        "histories": histories(cfg),
         "config": to_dict(p),
         "seconds": round(seconds, 1),
     }
-    storage.write_json(manifest, manifest_path)
+    stage.write_manifest(manifest)
     log(report.describe(manifest))
     return manifest

@@ -13,18 +13,11 @@ from ray import tune
 
 from recbase import config as config_mod
 from recbase import storage
+from recbase.artifacts import Embeddings, Sweep
 from recbase.data.corpus import prepare as prepare_corpus
 from recbase.launch import embed, session
-from recbase.launch.tokenize import load_embeddings
 from recbase.sweep import report
 from recbase.sweep.spec import SweepConfig
-
-MANIFEST = "manifest.json"
-
-
-def _abs(path: str) -> str:
-    return path if storage.is_remote(path) else os.path.abspath(path)
-
 
 def _trainable(params: dict, cfgs: list, embeddings: dict, sweep: SweepConfig) -> None:
     import tempfile
@@ -46,7 +39,7 @@ def _trainable(params: dict, cfgs: list, embeddings: dict, sweep: SweepConfig) -
                     downstream_steps=sweep.downstream_steps if sweep.downstream else 0,
                     downstream_users=sweep.downstream_users)
     with tempfile.TemporaryDirectory() as d:  # the trial's result lives in the sweep's storage
-        with open(os.path.join(d, "metrics.json"), "w") as f:
+        with open(os.path.join(d, Sweep.TRIAL_METRICS), "w") as f:
             json.dump(out, f)
         tune.report({**last, "result_json": json.dumps(out)}, checkpoint=tune.Checkpoint.from_directory(d))
 
@@ -60,23 +53,23 @@ def _inputs(cfgs: list, log) -> dict:
             continue
         prepare_corpus(cfg.data, log)
         embed.run(cfg, log)
-        out[cfg.embed.output] = load_embeddings(cfg.embed.output)
+        out[cfg.embed.output] = Embeddings(cfg.embed.output).load()
     return out
 
 
 def run(sweep: SweepConfig, log: Callable[[str], None] = print) -> dict:
-    out = sweep.output
-    finished = storage.completed(storage.join(out, MANIFEST), sweep.force, "sweep", log)
+    out = Sweep(sweep.output)
+    finished = out.reuse(sweep.force, log)
     if finished is not None:
-        log(storage.open_binary(storage.join(out, "table.md")).read().decode())
+        log(storage.open_binary(out.table_md).read().decode())
         return finished
     trials = sweep.trials()
     cfgs = []
     threads = max(1, int(sweep.cpus_per_trial))  # a trial's torch threads: its CPUs, not the config's
     for t in trials:  # every trial's config is checked before anything runs
         cfg = config_mod.load(sweep.config, t["overrides"])
-        cfgs.append(replace(cfg, data=replace(cfg.data, output=_abs(cfg.data.output)),
-                            embed=replace(cfg.embed, output=_abs(cfg.embed.output)),
+        cfgs.append(replace(cfg, data=replace(cfg.data, output=storage.absolute(cfg.data.output)),
+                            embed=replace(cfg.embed, output=storage.absolute(cfg.embed.output)),
                             pretrain=replace(cfg.pretrain, threads_per_worker=threads)))
     session.init()
     t0 = time.perf_counter()
@@ -87,7 +80,7 @@ def run(sweep: SweepConfig, log: Callable[[str], None] = print) -> dict:
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, cfgs=cfgs, embeddings=embeddings, sweep=sweep),
         {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial})
-    path = storage.join(_abs(sweep.run_storage), sweep.name)
+    path = storage.join(storage.absolute(sweep.run_storage), sweep.name)
     param_space = {"trial": tune.grid_search(list(range(len(trials))))}
     if not sweep.force and tune.Tuner.can_restore(path):
         log(f"[sweep] resuming the interrupted sweep in {path}")
@@ -101,7 +94,7 @@ def run(sweep: SweepConfig, log: Callable[[str], None] = print) -> dict:
             tune_config=tune.TuneConfig(scheduler=scheduler, metric="loss" if scheduler else None,
                                         mode="min" if scheduler else None,
                                         max_concurrent_trials=sweep.max_concurrent or None),
-            run_config=tune.RunConfig(name=sweep.name, storage_path=_abs(sweep.run_storage),
+            run_config=tune.RunConfig(name=sweep.name, storage_path=storage.absolute(sweep.run_storage),
                                       failure_config=tune.FailureConfig(max_failures=1)))
     grid = tuner.fit()
 
@@ -125,32 +118,32 @@ def run(sweep: SweepConfig, log: Callable[[str], None] = print) -> dict:
         raise RuntimeError(f"sweep {sweep.name} interrupted: {unfinished} of {len(trials)} trials did not finish "
                            f"({len(rows)} did); rerun the same command to resume it from {path}")
     rows.sort(key=lambda r: r["overrides"])
-    files = {"results": "results.json", "table": "table.md"}
+    files = {"results": out.RESULTS_JSON, "table": out.TABLE_MD}
     if sweep.kind == "codebook":
         table = report.codebook_table(rows)
         if rows:
-            report.plot_codebook(rows, storage.join(out, "figure2.png"))
-            files["plot"] = "figure2.png"
+            report.plot_codebook(rows, out.path(out.CODEBOOK_PNG))
+            files["plot"] = out.CODEBOOK_PNG
     else:
         order = list(sweep.variants) or [""]
         table = report.ablation_table(rows, order)
         if rows:
-            report.plot_ablation(rows, order, storage.join(out, "ablation.png"))
-            files["plot"] = "ablation.png"
+            report.plot_ablation(rows, order, out.path(out.ABLATION_PNG))
+            files["plot"] = out.ABLATION_PNG
     if stopped:
         table += f"\n{len(stopped)} trial(s) stopped early by ASHA (not in the table).\n"
     if failed:
         table += f"\n{len(failed)} trial(s) FAILED: " + "; ".join(f"{f['variant']} {f['axes']} seed {f['seed']}: {f['error'][:120]}" for f in failed) + "\n"
     seconds = round(time.perf_counter() - t0, 1)
     storage.write_json({"sweep": config_mod.to_dict(sweep), "rows": rows, "stopped": stopped, "failed": failed,
-                        "seconds": seconds}, storage.join(out, "results.json"))
-    storage.write_bytes(table.encode(), storage.join(out, "table.md"))
+                        "seconds": seconds}, out.results_json)
+    storage.write_bytes(table.encode(), out.table_md)
     manifest = {"name": sweep.name, "kind": sweep.kind, "trials": len(trials), "completed": len(rows),
                 "stopped_early": len(stopped), "failed": len(failed), "files": files, "tune_results": path,
                 "seconds": seconds}
     if failed:
         log(table)
-        raise RuntimeError(f"{len(failed)} of {len(trials)} sweep trials failed; see {storage.join(out, 'results.json')}")
-    storage.write_json(manifest, storage.join(out, MANIFEST))
+        raise RuntimeError(f"{len(failed)} of {len(trials)} sweep trials failed; see {out.results_json}")
+    out.write_manifest(manifest)
     log(table)
     return manifest

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from recbase import storage
+from recbase.artifacts import MANIFEST, ExportedModel, TokenizerOutput
 from recbase.data.schema import LIKED, NOT_LIKED
 
 PAD, BOS, EOS = 0, 1, 2
@@ -42,7 +43,7 @@ class Vocab:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Vocab":
-        """The vocabulary ``to_dict`` wrote (an exported model's recbase.json)."""
+        """The vocabulary ``to_dict`` wrote (in an exported model's meta)."""
         return cls(int(d["levels"]), int(d["codebook_size"]), int(d.get("dedup_size", 1)), bool(d.get("feedback", False)))
 
     def to_dict(self) -> dict:
@@ -153,19 +154,20 @@ def model_vocab(items: Vocab, objective: str) -> Vocab:
 
 
 def tokenizer_manifest(path: str) -> dict:
-    """A tokenizer stage's manifest, or the one an exported model carries in recbase.json."""
-    if storage.exists(storage.join(path, "manifest.json")):
-        return storage.read_json(storage.join(path, "manifest.json"))
-    if storage.exists(storage.join(path, "recbase.json")):  # an exported model
-        return storage.read_json(storage.join(path, "recbase.json"))["tokenizer"]
-    raise FileNotFoundError(f"{path}: no tokenizer (manifest.json) and no exported model (recbase.json); "
-                            "run jobs/train_tokenizer.py first")
+    """A tokenizer stage's manifest, or the one an exported model carries."""
+    tokenizer, model = TokenizerOutput(path), ExportedModel(path)
+    if tokenizer.complete():
+        return tokenizer.manifest()
+    if model.complete():
+        return model.meta()["tokenizer"]
+    raise FileNotFoundError(f"{path}: no tokenizer ({MANIFEST}) and no exported model ({ExportedModel.META}); "
+                            f"run {TokenizerOutput.job} first")
 
 
 class ItemIndex:
     """Items <-> token ids: ``(domain, item_id)`` -> its ``tokens_per_item`` ids, and back.
 
-    Built from the tokenizer's concept-ID map (``concept_ids.parquet``: domain, item_id, codes, dedup).
+    Built from the tokenizer's concept-ID map (domain, item_id, codes, dedup).
     """
 
     def __init__(self, vocab: Vocab, domains, item_ids, codes: np.ndarray, dedup: np.ndarray | None) -> None:
@@ -190,7 +192,7 @@ class ItemIndex:
     @classmethod
     def load(cls, tokenizer_dir: str) -> "ItemIndex":
         """From a tokenizer stage's output, or an exported model directory (both hold the manifest and map)."""
-        table = storage.read_parquet(storage.join(tokenizer_dir, "concept_ids.parquet"))
+        table = storage.read_parquet(TokenizerOutput(tokenizer_dir).concept_ids)
         return cls.from_table(Vocab.from_manifest(tokenizer_manifest(tokenizer_dir)), table)
 
     @property

@@ -15,8 +15,8 @@ import numpy as np
 
 from recbase import config as config_mod
 from recbase import storage
+from recbase.artifacts import Corpus, Levers
 from recbase.config import Config
-from recbase.data.corpus import FILES
 from recbase.data.corpus import prepare as prepare_corpus
 from recbase.eval import baselines as bl
 from recbase.eval import metrics
@@ -34,7 +34,7 @@ def baseline_metrics(cfg: Config, name: str, table: bl.EmbeddingTable, knn_k: in
     if pairs is None:
         return {}
     groups, n = group_pairs(pairs), len(pairs)
-    stats = bl.ItemStats(storage.read_parquet(storage.join(cfg.data.output, FILES["item_stats"])))
+    stats = bl.ItemStats(storage.read_parquet(Corpus(cfg.data.output).item_stats))
     scores, _ = bl.score(bl.NO_MODEL, groups, n, stats, table, knn_k, like_prior)
     y, h = pairs["click"].to_numpy(), history_ids(groups, n)
     return {m: metrics.pair_metrics(y, h, s) for m, s in scores.items()}
@@ -44,7 +44,7 @@ def run(config_path: str, variants: dict[str, list[str]], seeds: list[int], step
         embeddings: tuple, datasets=VALIDATION, log: Callable[[str], None] = print) -> list[dict]:
     """Each variant (dotted overrides of ``config_path``) x seed: trial.downstream on ``datasets``; rows
     appended to ``output``/results.jsonl as they finish (a rerun skips the rows already there)."""
-    path = storage.join(output, "results.jsonl")
+    path = Levers(output).results_jsonl
     done = []
     if storage.exists(path):
         done = [json.loads(line) for line in storage.open_binary(path).read().decode().splitlines() if line]

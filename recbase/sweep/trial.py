@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from recbase import storage
+from recbase.artifacts import Corpus
 from recbase.config import Config
 from recbase.data import sequences
 from recbase.eval import metrics as eval_metrics
@@ -20,10 +21,7 @@ from recbase.model.vocab import ItemIndex, Vocab, model_vocab
 from recbase.tokenizer import metrics
 from recbase.tokenizer.assign import dedup
 from recbase.tokenizer.tokenizer import Tokenizer
-from recbase.train import plain
-
-HISTORIES = "pretrain/histories.parquet"
-
+from recbase.train import local
 
 def tokenizer_metrics(cfg: Config, domains, item_ids, x: np.ndarray,
                       report: Callable[[dict], None] | None = None) -> tuple[dict, ItemIndex]:
@@ -61,12 +59,12 @@ def downstream(cfg: Config, index: ItemIndex, steps: int, max_users: int, datase
     # the learning-rate schedule fits the short run: warmup at most a tenth of it, cosine to its last step
     p = replace(cfg.pretrain, max_steps=steps, warmup_steps=min(cfg.pretrain.warmup_steps, max(1, steps // 10)))
     vocab = model_vocab(index.vocab, p.objective)
-    hist = storage.read_parquet(storage.join(cfg.data.output, HISTORIES)).to_pydict()
+    hist = storage.read_parquet(Corpus(cfg.data.output).histories).to_pydict()
     train_rows = ~sequences.is_validation(hist["user_id"], p.val_fraction, p.seed)
     blocks = sequences.HistoryBlocks(index, p.block_len, vocab)(
         {k: [v for v, keep in zip(hist[k], train_rows) if keep] for k in ("domains", "item_ids", "feedback")})
     t0 = time.perf_counter()
-    model, history = plain.train(p, vocab, blocks, steps, seed=p.seed)
+    model, history = local.train(p, vocab, blocks, steps, seed=p.seed)
     out: dict = {"pretrain_steps": steps, "pretrain_loss": float(np.mean([h["loss"] for h in history[-10:]])),
                  "pretrain_seconds": round(time.perf_counter() - t0, 1)}
     rule = default_rule(vocab)
@@ -88,7 +86,7 @@ def downstream(cfg: Config, index: ItemIndex, steps: int, max_users: int, datase
 
 def eval_pairs(cfg: Config, name: str, max_users: int = 0):
     """The corpus's evaluation pairs ``name`` (its first ``max_users`` users; 0 = all), or None if it has none."""
-    path = storage.join(cfg.data.output, "eval", f"{name}.parquet")
+    path = Corpus(cfg.data.output).pairs(name)
     if not storage.exists(path):
         return None
     pairs = storage.read_parquet(path).to_pandas()

@@ -20,12 +20,12 @@ import pandas as pd
 import pyarrow as pa
 
 from recbase import storage
+from recbase.artifacts import TokenizerOutput
 from recbase.config import TokenizerConfig, to_dict
 from recbase.embed.encoder import from_arrow
 from recbase.tokenizer import assign, metrics
 from recbase.tokenizer.tokenizer import Tokenizer
 
-MANIFEST, CONCEPT_IDS, METRICS, USAGE_PNG = "manifest.json", "concept_ids.parquet", "metrics.json", "usage.png"
 
 CONCEPT_SCHEMA = pa.schema([
     pa.field("domain", pa.string(), nullable=False),
@@ -33,6 +33,14 @@ CONCEPT_SCHEMA = pa.schema([
     pa.field("codes", pa.list_(pa.int32()), nullable=False),  # one concept ID per level
     pa.field("dedup", pa.int32(), nullable=False),  # extra level: unique among items with the same codes
 ])
+
+
+def concept_table(domains, item_ids, codes: np.ndarray, dedup: np.ndarray) -> pa.Table:
+    """The concept-ID map: per item its codes [N, L] and its dedup index [N]."""
+    return pa.Table.from_pydict({
+        "domain": list(domains), "item_id": list(item_ids),
+        "codes": [list(map(int, c)) for c in codes], "dedup": [int(v) for v in dedup],
+    }, schema=CONCEPT_SCHEMA)
 
 
 class QualityGateError(RuntimeError):
@@ -87,10 +95,10 @@ def finalize(assigned: pd.DataFrame, cfg: TokenizerConfig, input_var: float, con
     m = metrics.summarize(codes, cfg.codebook_size, float(assigned["sq_error"].mean()), input_var)
     m["dedup_size"] = int(d.max()) + 1 if len(d) else 1
     m["collision_rate_after_dedup"] = metrics.collision_rate(np.concatenate([codes, d[:, None]], 1))
-    out = cfg.output
+    out = TokenizerOutput(cfg.output)
     title = f"{cfg.kind} {cfg.levels}x{cfg.codebook_size}: collisions {m['collision_rate']:.2%}"
-    metrics.plot_usage(codes, cfg.codebook_size, storage.join(out, USAGE_PNG), title)
-    storage.write_json({**m, "training": context.get("training", {})}, storage.join(out, METRICS))
+    metrics.plot_usage(codes, cfg.codebook_size, out.path(out.USAGE_PNG), title)
+    storage.write_json({**m, "training": context.get("training", {})}, out.path(out.METRICS))
     log(f"[tokenizer] {title}; utilisation per level "
         f"{[round(l['utilization'], 3) for l in m['levels']]}, dedup size {m['dedup_size']}")
 
@@ -103,14 +111,10 @@ def finalize(assigned: pd.DataFrame, cfg: TokenizerConfig, input_var: float, con
     if problems and cfg.enforce_quality_gate:
         raise QualityGateError(
             "tokenizer quality gate failed: " + "; ".join(problems)
-            + f". See {storage.join(out, USAGE_PNG)}; change the thresholds or set tokenizer.enforce_quality_gate=false."
+            + f". See {out.path(out.USAGE_PNG)}; change the thresholds or set tokenizer.enforce_quality_gate=false."
         )
 
-    table = pa.Table.from_pydict({
-        "domain": assigned["domain"].tolist(), "item_id": assigned["item_id"].tolist(),
-        "codes": [list(map(int, c)) for c in codes], "dedup": d.tolist(),
-    }, schema=CONCEPT_SCHEMA)
-    storage.write_parquet(table, storage.join(out, CONCEPT_IDS))
+    storage.write_parquet(concept_table(assigned["domain"], assigned["item_id"], codes, d), out.concept_ids)
     training = context.get("training", {})
     manifest = {
         "kind": cfg.kind,
@@ -118,12 +122,12 @@ def finalize(assigned: pd.DataFrame, cfg: TokenizerConfig, input_var: float, con
         "codebook_size": cfg.codebook_size,
         "dedup_size": m["dedup_size"],
         "items": m["items"],
-        "files": {"tokenizer": ".", "concept_ids": CONCEPT_IDS, "metrics": METRICS, "usage_png": USAGE_PNG},
+        "files": {"tokenizer": ".", "concept_ids": out.CONCEPT_IDS, "metrics": out.METRICS, "usage_png": out.USAGE_PNG},
         "metrics": m,
         "quality_gate": {"passed": not problems, "problems": problems},
         "config": to_dict(cfg),
         **{k: v for k, v in context.items() if k != "training"},
         "training": {k: v for k, v in training.items() if k != "epochs"},  # per-epoch rows: metrics.json
     }
-    storage.write_json(manifest, storage.join(out, MANIFEST))
+    out.write_manifest(manifest)
     return manifest

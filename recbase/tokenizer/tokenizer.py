@@ -8,11 +8,12 @@ import numpy as np
 import torch
 
 from recbase import storage
+from recbase.artifacts import TokenizerOutput
 from recbase.config import TokenizerConfig, from_dict, to_dict
 from recbase.tokenizer import clvae
 from recbase.tokenizer.rqkmeans import RQKMeans
 
-WEIGHTS, META = "tokenizer.pt", "tokenizer.json"
+WEIGHTS, META = TokenizerOutput.WEIGHTS, TokenizerOutput.SPEC
 
 
 class Tokenizer:

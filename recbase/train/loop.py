@@ -2,7 +2,7 @@
 
 Nothing here knows about Ray. The launch layer passes a ``TrainContext`` (world rank and size, device,
 data iterators, the latest checkpoint, report) — the seam that lets the same loop run under Ray Train,
-in a plain process (benchmarks) or under any other launcher.
+in one process (``recbase.train.local``: tests, benchmarks) or under any other launcher.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from recbase import storage
+from recbase.artifacts import Pretraining
 from recbase.config import PretrainConfig
 from recbase.data.sequences import IGNORE
 from recbase.model import decoder
@@ -24,7 +25,6 @@ from recbase.model.vocab import PAD, Vocab
 from recbase.progress import EVERY_S as PRINT_EVERY_S
 
 CKPT_TAG = "state"  # DeepSpeed's tag (sub-directory) inside each reported checkpoint
-HF_DIR, HISTORY = "model", "history.json"
 
 
 class TrainContext(Protocol):
@@ -135,46 +135,87 @@ def skip(it: Iterable, n: int) -> Iterator:
 def train(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, export_to: str | None = None,
           log: Callable[[str], None] = print) -> dict:
     """Train until ``cfg.max_steps`` optimizer steps (resuming from the context's latest checkpoint),
-    then, if ``export_to`` is given, write the Hugging Face model and the metric history there."""
-    import deepspeed
+    then, if ``export_to`` is given, write the Hugging Face model and the metric history there.
+    Returns the last reported row."""
+    engine, last = fit(cfg, vocab, ctx, log)
+    if export_to is not None:
+        export(engine, export_to, last["history"], ctx.world_rank == 0)
+    return last["row"]
 
+
+def fit(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, log: Callable[[str], None] = print) -> tuple:
+    """The DeepSpeed engine trained to ``cfg.max_steps``, and ``{"row": last row, "history": every row}``."""
     torch.manual_seed(cfg.seed)
     if cfg.threads_per_worker > 0:
         torch.set_num_threads(cfg.threads_per_worker)
-    rank0 = ctx.world_rank == 0
-    if cfg.init_from:  # fine-tuning: the exported weights, same vocabulary
-        from transformers import AutoModelForCausalLM
+    model = initial_model(cfg, vocab)
+    engine = deepspeed_engine(cfg, model, ctx)
+    state = resume(engine, ctx, log)
+    last = run_steps(cfg, vocab, engine, ctx, state, decoder.train_flops_per_token(model.config, cfg.block_len), log)
+    if not last:  # resumed a finished run: nothing trained, report where it stands
+        last = dict(state["history"][-1]) if state["history"] else {"step": state["step"]}
+        ctx.report(last, None)
+    return engine, {"row": last, "history": state["history"]}
 
-        with storage.local_dir(cfg.init_from) as d:
-            model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
-        if model.config.vocab_size != vocab.size:
-            raise ValueError(f"{cfg.init_from} has {model.config.vocab_size} tokens, the concept-ID map {vocab.size}")
-    else:
-        model = decoder.build(cfg.model, vocab.size)
-    bf16 = use_bf16(cfg.precision, ctx.device)
+
+def initial_model(cfg: PretrainConfig, vocab: Vocab) -> torch.nn.Module:
+    """A fresh decoder of ``cfg.model``, or the exported weights fine-tuning starts from (same vocabulary)."""
+    if not cfg.init_from:
+        return decoder.build(cfg.model, vocab.size)
+    from transformers import AutoModelForCausalLM
+
+    with storage.local_dir(cfg.init_from) as d:
+        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+    if model.config.vocab_size != vocab.size:
+        raise ValueError(f"{cfg.init_from} has {model.config.vocab_size} tokens, the concept-ID map {vocab.size}")
+    return model
+
+
+def deepspeed_engine(cfg: PretrainConfig, model: torch.nn.Module, ctx: TrainContext):
+    """The model wrapped by DeepSpeed with the shared optimizer and the warmup + cosine schedule."""
+    import deepspeed
+
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer(model, cfg),
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg)),
-        config=deepspeed_config(cfg, ctx.world_size, bf16))
-    # everything needed to continue exactly where a checkpoint left off; "attempt" counts resumptions
+        config=deepspeed_config(cfg, ctx.world_size, use_bf16(cfg.precision, ctx.device)))
+    return engine
+
+
+def resume(engine, ctx: TrainContext, log: Callable[[str], None]) -> dict:
+    """Where training stands: step 0, or the context's latest checkpoint loaded into ``engine``.
+    The state holds everything needed to continue exactly there; "attempt" counts resumptions."""
     state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "tokens": 0, "attempt": 0, "history": []}
     with ctx.latest_checkpoint() as ckpt:
         if ckpt is not None:
             _, client = engine.load_checkpoint(ckpt, tag=CKPT_TAG)
             state.update({k: client[k] for k in state})
             state["attempt"] += 1
-            if rank0:
+            if ctx.world_rank == 0:
                 log(f"[pretrain] resumed from step {state['step']} (epoch {state['epoch']})")
-    flops_per_token = decoder.train_flops_per_token(model.config, cfg.block_len)
+    return state
 
-    window_loss, window_micro, window_tokens, t_window = 0.0, 0, 0, time.perf_counter()
-    t_printed = t_window
-    last: dict = {}
+
+class Window:
+    """Loss, micro-batches and tokens since the last reported step, and the time they took."""
+
+    def __init__(self) -> None:
+        self.loss, self.micro, self.tokens, self.t0 = 0.0, 0, 0, time.perf_counter()
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.loss, self.micro, self.tokens = self.loss + loss, self.micro + 1, self.tokens + tokens
+
+
+def run_steps(cfg: PretrainConfig, vocab: Vocab, engine, ctx: TrainContext, state: dict, flops_per_token: float,
+              log: Callable[[str], None]) -> dict:
+    """Optimizer steps from ``state`` to ``cfg.max_steps``, epoch after epoch; returns the last reported row
+    ({} if there was nothing left to train)."""
+    window, last = Window(), {}
+    t_printed = window.t0
     engine.train()
     while state["step"] < cfg.max_steps:
-        batches = skip(ctx.train_batches(state["epoch"]), state["micro_in_epoch"])
         seen = 0
-        for batch in batches:
+        for batch in skip(ctx.train_batches(state["epoch"]), state["micro_in_epoch"]):
             seen += 1
             ids, mask, labels = batch_inputs(batch, ctx.device)
             loss = lm_loss(engine, ids, mask, labels, vocab.feedback_from, cfg.feedback_weight)
@@ -182,7 +223,7 @@ def train(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, export_to: str |
             boundary = engine.is_gradient_accumulation_boundary()
             engine.step()
             state["micro_in_epoch"] += 1
-            window_loss, window_micro, window_tokens = window_loss + float(loss.detach()), window_micro + 1, window_tokens + ids.numel()
+            window.add(float(loss.detach()), ids.numel())
             if not boundary:
                 continue
             state["step"] += 1
@@ -190,44 +231,45 @@ def train(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, export_to: str |
             done = step >= cfg.max_steps
             if step % cfg.log_every and step % cfg.eval_every and step % cfg.checkpoint_every and not done:
                 continue
-            loss_sum, micro, tokens = all_reduce_sum([window_loss, window_micro, window_tokens], ctx.device)
-            seconds = time.perf_counter() - t_window
-            state["tokens"] += int(tokens)
-            last = {"step": step, "epoch": state["epoch"], "attempt": state["attempt"], "loss": loss_sum / max(1, micro),
-                    "lr": engine.get_lr()[0], "tokens": state["tokens"], "tokens_per_s": tokens / seconds,
-                    "flops_per_s": tokens * flops_per_token / seconds}
-            if step % cfg.eval_every == 0 or done:
-                last["val_loss"] = evaluate(engine, ctx.val_batches(), ctx.device)
-            state["history"].append(last)
+            last = report_step(cfg, engine, ctx, state, window, flops_per_token, evaluate_now=step % cfg.eval_every == 0 or done)
             # the history keeps every log_every step; the terminal a line per ~30 s, each evaluation, the end
-            if rank0 and ("val_loss" in last or time.perf_counter() - t_printed >= PRINT_EVERY_S):
+            if ctx.world_rank == 0 and ("val_loss" in last or time.perf_counter() - t_printed >= PRINT_EVERY_S):
                 t_printed = time.perf_counter()
                 log(f"[pretrain] step {step}/{cfg.max_steps} loss {last['loss']:.4f}"
                     + (f" val {last['val_loss']:.4f}" if "val_loss" in last else "")
                     + f" lr {last['lr']:.2e} {last['tokens_per_s']:,.0f} tok/s")
-            if step % cfg.checkpoint_every == 0 or done:
-                with tempfile.TemporaryDirectory() as d:
-                    engine.save_checkpoint(d, tag=CKPT_TAG, client_state=dict(state))
-                    ctx.report(last, d)
-            else:
-                ctx.report(last, None)
-            window_loss, window_micro, window_tokens, t_window = 0.0, 0, 0, time.perf_counter()
+            window = Window()
             if done:
-                break
-        else:  # the epoch ran out
-            if seen == 0 and state["micro_in_epoch"] == 0:
-                raise RuntimeError(f"rank {ctx.world_rank} got no training blocks: fewer blocks than "
-                                   "workers x micro_batch_size; lower pretrain.micro_batch_size or num_workers")
-            state["epoch"] += 1
-            state["micro_in_epoch"] = 0
-            continue
-        break
-    if not last:  # resumed a finished run: nothing trained, report where it stands
-        last = dict(state["history"][-1]) if state["history"] else {"step": state["step"]}
-        ctx.report(last, None)
-    if export_to is not None:
-        export(engine, export_to, state["history"], rank0)
+                return last
+        if seen == 0 and state["micro_in_epoch"] == 0:
+            raise RuntimeError(f"rank {ctx.world_rank} got no training blocks: fewer blocks than "
+                               "workers x micro_batch_size; lower pretrain.micro_batch_size or num_workers")
+        state["epoch"] += 1  # the epoch ran out
+        state["micro_in_epoch"] = 0
     return last
+
+
+def report_step(cfg: PretrainConfig, engine, ctx: TrainContext, state: dict, window: Window, flops_per_token: float,
+                evaluate_now: bool) -> dict:
+    """The step's row (window means summed over ranks; the validation loss when due) appended to the
+    history and reported, with a checkpoint when one is due."""
+    step = state["step"]
+    loss_sum, micro, tokens = all_reduce_sum([window.loss, window.micro, window.tokens], ctx.device)
+    seconds = time.perf_counter() - window.t0
+    state["tokens"] += int(tokens)
+    row = {"step": step, "epoch": state["epoch"], "attempt": state["attempt"], "loss": loss_sum / max(1, micro),
+           "lr": engine.get_lr()[0], "tokens": state["tokens"], "tokens_per_s": tokens / seconds,
+           "flops_per_s": tokens * flops_per_token / seconds}
+    if evaluate_now:
+        row["val_loss"] = evaluate(engine, ctx.val_batches(), ctx.device)
+    state["history"].append(row)
+    if step % cfg.checkpoint_every == 0 or step >= cfg.max_steps:
+        with tempfile.TemporaryDirectory() as d:
+            engine.save_checkpoint(d, tag=CKPT_TAG, client_state=dict(state))
+            ctx.report(row, d)
+    else:
+        ctx.report(row, None)
+    return row
 
 
 def export(engine, dest: str, history: list[dict], rank0: bool) -> None:
@@ -235,14 +277,14 @@ def export(engine, dest: str, history: list[dict], rank0: bool) -> None:
     this (ZeRO-3 gathers the sharded parameters), rank 0 writes."""
     import deepspeed
 
-    module = engine.module
+    module, out = engine.module, Pretraining(dest)
     params = list(module.parameters())
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
         if rank0:
             with tempfile.TemporaryDirectory() as d:
-                local = os.path.join(d, HF_DIR)
+                local = os.path.join(d, out.MODEL)
                 module.save_pretrained(local, safe_serialization=True)
                 module.generation_config.save_pretrained(local)
-                storage.put_dir(local, storage.join(dest, HF_DIR))
+                storage.put_dir(local, out.model.root)
     if rank0:
-        storage.write_json(history, storage.join(dest, HISTORY))
+        storage.write_json(history, out.history)

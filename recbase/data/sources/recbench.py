@@ -15,6 +15,9 @@ from recbase.config import SourceConfig
 from recbase.data.rejects import Rejects, raw_json
 from recbase.data.sources.base import SourceFormatError, SourceTables, reject_where, require
 
+# the published layout's three tables (input names, not a stage's output)
+ITEMS, USERS, TEST = "items.parquet", "users.parquet", "test.parquet"
+
 # attribute names seen in RecBench-style item tables -> our named text fields
 ALIASES = {
     "title": "title", "name": "title",
@@ -73,7 +76,7 @@ def _texts(frame: pd.DataFrame, cols: list[str], join) -> tuple[list, np.ndarray
 def read(cfg: SourceConfig, rejects: Rejects) -> SourceTables:
     src = cfg.label
     domain = cfg.domain or cfg.path.rstrip("/").rsplit("/", 1)[-1]
-    raw_items = _load(storage.join(cfg.path, "items.parquet"), ["item_id"])
+    raw_items = _load(storage.join(cfg.path, ITEMS), ["item_id"])
     attr_cols = [c for c in raw_items.columns if c not in ("item_id", "file", "line")]
     raw_items["raw"] = raw_json(raw_items, ["item_id", *attr_cols])
     items = pd.DataFrame({"item_id": raw_items["item_id"].astype("string").str.strip(), "domain": domain})
@@ -109,7 +112,7 @@ def read(cfg: SourceConfig, rejects: Rejects) -> SourceTables:
     # a value of a type no text can be made of: the item is a counted reject, its row written out
     items = reject_where(items, pd.Series(unsupported, index=items.index), src, "items", "unsupported_value", rejects)
 
-    users = _load(storage.join(cfg.path, "users.parquet"), ["user_id", "history"])
+    users = _load(storage.join(cfg.path, USERS), ["user_id", "history"])
     users["raw"] = raw_json(users, ["user_id", "history"])
     users = reject_where(users, users["user_id"].isna(), src, "interactions", "null_id", rejects)
     histories: dict[str, list[str]] = {}
@@ -128,9 +131,9 @@ def read(cfg: SourceConfig, rejects: Rejects) -> SourceTables:
     inter["timestamp"] = inter["timestamp"].astype("Int64")
     inter["rating"] = pd.array([None] * n_hist, dtype="Float32")
     inter["click"] = pd.array([1] * n_hist, dtype="Int8")
-    inter["file"] = storage.join(cfg.path, "users.parquet")
+    inter["file"] = storage.join(cfg.path, USERS)
 
-    pairs = _load(storage.join(cfg.path, "test.parquet"), ["user_id", "item_id", "click"])
+    pairs = _load(storage.join(cfg.path, TEST), ["user_id", "item_id", "click"])
     pairs["raw"] = raw_json(pairs, ["user_id", "item_id", "click"])
     n_pairs = len(pairs)
     click = pd.to_numeric(pairs["click"], errors="coerce")
@@ -147,8 +150,13 @@ def read(cfg: SourceConfig, rejects: Rejects) -> SourceTables:
             "interactions": n_hist + int(rejects.count(src, "interactions").get("null_id", 0)),
             "pairs": n_pairs,
         },
-        files=[storage.join(cfg.path, n) for n in ("items.parquet", "users.parquet", "test.parquet")],
+        files=[storage.join(cfg.path, n) for n in (ITEMS, USERS, TEST)],
         notes=["histories carry no times: timestamps are their positions 0, 1, 2, ..."],
         pairs=pairs,
         pair_histories=histories,
     )
+
+
+def is_directory(path: str) -> bool:
+    """Whether ``path`` holds a RecBench-style directory (its test pairs)."""
+    return storage.exists(storage.join(path, TEST))
