@@ -63,9 +63,9 @@ def main() -> None:
                                  "text": data}), Corpus(corpus).items, row_group_size=10_000)
         open(Corpus(corpus).manifest_path, "w").write("{}")
         cfg = config.load(None, [f"data.output={corpus}", f"embed.output={tmp}/emb", f"embed.model={args.model}",
-                                 f"embed.batch_size={args.batch_size}", f"embed.concurrency={args.concurrency}",
-                                 f"embed.threads_per_actor={args.threads_per_actor}",
-                                 f"embed.num_cpus_per_actor={args.num_cpus_per_actor}"])
+                                 f"embed.batch_size={args.batch_size}", f"embed.actors.concurrency={args.concurrency}",
+                                 f"embed.actors.threads={args.threads_per_actor}",
+                                 f"embed.actors.num_cpus={args.num_cpus_per_actor}"])
         import ray
 
         t0 = time.perf_counter()

@@ -86,7 +86,7 @@ def ray_run(cfg_path: str, overrides: list[str], steps: int, warmup: int, out: s
     log_every = 10
     cfg = config.load(cfg_path, overrides + [
         f"pretrain.output={out}", f"pretrain.max_steps={steps}", f"pretrain.log_every={log_every}",
-        f"pretrain.eval_every={steps}", f"pretrain.checkpoint_every={steps}", "pretrain.num_workers=1"])
+        f"pretrain.eval_every={steps}", f"pretrain.checkpoint_every={steps}", "pretrain.workers.concurrency=1"])
     t0 = time.perf_counter()
     pretrain.run(cfg, log=lambda s: None)
     wall = time.perf_counter() - t0
@@ -105,7 +105,7 @@ def main() -> None:
     index = ItemIndex.load(cfg.tokenizer.output)
     model_cfg = decoder.qwen2_config(cfg.pretrain.model, index.vocab.size)
     per_token = decoder.train_flops_per_token(model_cfg, cfg.pretrain.block_len)
-    torch.set_num_threads(cfg.pretrain.threads_per_worker)
+    torch.set_num_threads(cfg.pretrain.workers.threads)
     peak = matmul_rate()
     blocks = all_blocks(cfg, index)
     plain = plain_loop(cfg, index, blocks, a.steps, a.warmup)
@@ -114,8 +114,8 @@ def main() -> None:
         ray_tps, wall = ray_run(a.config, list(a.overrides), a.steps, a.warmup, d)
     print(f"model {cfg.pretrain.model}: {per_token / 1e6:.2f} MFLOP per training token; "
           f"micro-batch {cfg.pretrain.micro_batch_size} x {cfg.pretrain.block_len} tokens, "
-          f"{cfg.pretrain.threads_per_worker} torch threads")
-    print(f"machine matmul (torch.mm 2048^2 fp32, {cfg.pretrain.threads_per_worker} threads): {peak / 1e9:.1f} GFLOP/s")
+          f"{cfg.pretrain.workers.threads} torch threads")
+    print(f"machine matmul (torch.mm 2048^2 fp32, {cfg.pretrain.workers.threads} threads): {peak / 1e9:.1f} GFLOP/s")
     print(f"{'path':<34}{'tokens/s':>10}{'GFLOP/s':>9}{'of matmul':>11}")
     for name, tps in (("plain PyTorch loop", plain), ("DeepSpeed loop, one process, no Ray", ds_alone),
                       ("Ray Train + DeepSpeed (1 worker)", ray_tps)):

@@ -150,6 +150,29 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class ActorsConfig:
+    """A stage's Ray actors or Ray Train workers: how many, and what each one reserves. One spelling for
+    every stage (``embed.actors``, ``tokenizer.assign``, ``pretrain.workers``, ``eval.actors``)."""
+
+    # actors (Ray Data) or workers (Ray Train); on a GPU cluster one per GPU
+    concurrency: int = 2
+    # CPU share of each: below 1 leaves room for Ray Data's read/write tasks (a pool that holds every
+    # CPU starves them and hangs)
+    num_cpus: float = 0.5
+    # auto: one GPU each when the cluster has GPUs when the stage starts, none otherwise; a number: that
+    # many each, whatever the cluster has now (an autoscaler adds GPU nodes on demand)
+    num_gpus: float | Literal["auto"] = "auto"
+    # torch threads in each (0: one per reserved CPU, at least 1; Ray starts fractional-CPU actors with one)
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.num_cpus <= 0 or self.threads < 0:
+            raise ConfigError("concurrency must be >= 1, num_cpus > 0 and threads >= 0")
+        if self.num_gpus != "auto" and self.num_gpus < 0:
+            raise ConfigError(f"num_gpus must be 'auto' or >= 0, got {self.num_gpus}")
+
+
+@dataclass(frozen=True)
 class EmbedConfig:
     """Item text -> vectors with a sentence-transformers encoder, sharded by Ray Data."""
 
@@ -163,27 +186,15 @@ class EmbedConfig:
     output: str = "runs/default/embeddings"
     # rows per map_batches call and per encoder forward pass
     batch_size: int = 256
-    # encoder actors; on a GPU cluster one per GPU
-    concurrency: int = 2
-    # CPU share of each actor: below 1 leaves room for Ray Data's read/write tasks (a pool that
-    # holds every CPU starves them and hangs)
-    num_cpus_per_actor: float = 0.5
-    # GPUs per actor: "auto" = 1 when the cluster has GPUs, else 0
-    num_gpus_per_actor: str = "auto"
-    # torch threads inside each actor (Ray starts fractional-CPU actors with one)
-    threads_per_actor: int = 1
+    # the encoder actors
+    actors: ActorsConfig = field(default_factory=ActorsConfig)
     # rows per output shard
     rows_per_file: int = 50_000
     force: bool = False
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.concurrency < 1 or self.threads_per_actor < 0:
-            raise ConfigError("embed.batch_size and embed.concurrency must be >= 1, threads_per_actor >= 0")
-        if self.num_gpus_per_actor != "auto":
-            try:
-                float(self.num_gpus_per_actor)
-            except ValueError:
-                raise ConfigError(f"embed.num_gpus_per_actor must be 'auto' or a number, got {self.num_gpus_per_actor!r}") from None
+        if self.batch_size < 1:
+            raise ConfigError("embed.batch_size must be >= 1")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,8 +238,8 @@ class TokenizerConfig:
     # training runs as one Ray task: "auto" = on a GPU when the cluster has one
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_cpus: int = 2
-    # actors assigning concept IDs over the embedding shards (Ray Data)
-    assign_concurrency: int = 2
+    # actors assigning concept IDs over the embedding shards (Ray Data; CPU: a matmul per level)
+    assign: ActorsConfig = field(default_factory=lambda: ActorsConfig(num_gpus=0.0))
     # where the tokenizer, the concept-ID map and the manifest are written (local or s3://)
     output: str = "runs/default/tokenizer"
     # quality gate: fail the stage below this level-1 utilisation or above this raw collision rate
@@ -286,13 +297,9 @@ class PretrainConfig:
     zero_stage: int = 2
     # auto: bf16 on GPUs that support it, fp32 otherwise (bf16 is 2-3x slower than fp32 on CPUs)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    num_workers: int = 1
-    # CPU share of each worker: leave at least one CPU per node for Ray Data (its file listing task takes one)
-    cpus_per_worker: float = 1.0
-    # torch threads per worker (0: one per reserved CPU, at least 1)
-    threads_per_worker: int = 2
-    # auto: one GPU per worker when the cluster has GPUs
-    use_gpu: Literal["auto", "yes", "no"] = "auto"
+    # the Ray Train workers (concurrency = number of workers); leave at least one CPU per node for Ray
+    # Data (its file listing task takes one)
+    workers: ActorsConfig = field(default_factory=lambda: ActorsConfig(concurrency=1, num_cpus=1.0, threads=2))
     log_every: int = 20
     eval_every: int = 200
     checkpoint_every: int = 200
@@ -319,7 +326,7 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"pretrain.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
-        for name in ("block_len", "max_steps", "micro_batch_size", "grad_accum", "num_workers", "log_every",
+        for name in ("block_len", "max_steps", "micro_batch_size", "grad_accum", "log_every",
                      "eval_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"pretrain.{name} must be >= 1, got {getattr(self, name)}")
@@ -329,8 +336,8 @@ class PretrainConfig:
             raise ConfigError("pretrain.lr must be > 0, min_lr_fraction in [0, 1], warmup_steps >= 0")
         if self.feedback_weight <= 0:
             raise ConfigError(f"pretrain.feedback_weight must be > 0, got {self.feedback_weight}")
-        if self.cpus_per_worker <= 0 or self.threads_per_worker < 0 or self.max_failures < 0:
-            raise ConfigError("pretrain.cpus_per_worker must be > 0, threads_per_worker and max_failures >= 0")
+        if self.max_failures < 0:
+            raise ConfigError("pretrain.max_failures must be >= 0")
         if not self.output or not self.name:
             raise ConfigError("pretrain.output and pretrain.name must not be empty")
 
@@ -379,11 +386,8 @@ class EvalConfig:
     recommend_beams: int = 20
     # a fine-tuned model (directory) scored beside the zero-shot one ("" = none); jobs/finetune.py sets it
     finetuned: str = ""
-    # scoring actors (Ray Data); on a GPU cluster one per GPU
-    concurrency: int = 2
-    num_cpus_per_actor: float = 0.5
-    num_gpus_per_actor: str = "auto"
-    threads_per_actor: int = 1
+    # the scoring actors (Ray Data)
+    actors: ActorsConfig = field(default_factory=ActorsConfig)
     # users per scoring batch
     batch_users: int = 64
     output: str = "runs/default/eval"
@@ -396,8 +400,8 @@ class EvalConfig:
             raise ConfigError("eval.recommend_users must be >= 0, recommend_k >= 1 and recommend_beams >= recommend_k")
         if self.llm_max_users < 0 or self.llm_max_history_items < 0:
             raise ConfigError("eval.llm_max_users and eval.llm_max_history_items must be >= 0")
-        if self.concurrency < 1 or self.batch_users < 1 or self.max_history_items < 0:
-            raise ConfigError("eval.concurrency and eval.batch_users must be >= 1, max_history_items >= 0")
+        if self.batch_users < 1 or self.max_history_items < 0:
+            raise ConfigError("eval.batch_users must be >= 1, max_history_items >= 0")
 
 
 @dataclass(frozen=True)
@@ -500,6 +504,10 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
         return cls(**kwargs)
     except TypeError as e:  # a required field is missing
         raise ConfigError(f"{where or 'config'}: {e}") from None
+    except ConfigError as e:
+        if cls is ActorsConfig:  # its checks name its own fields; say which stage's
+            raise ConfigError(f"{where}: {e}") from None
+        raise
 
 
 def to_dict(cfg: Any) -> Any:
@@ -533,8 +541,6 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return {_convert(key_tp, k, where): _convert(value_tp, v, f"{where}.{k}") for k, v in value.items()}
     if origin is Literal:
         choices = typing.get_args(tp)
-        if isinstance(value, bool) and ("yes" if value else "no") in choices:
-            value = "yes" if value else "no"  # YAML reads a bare yes/no as a boolean
         if value not in choices:
             raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}")
         return value
@@ -549,8 +555,13 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, where)
+        problems = []
+        for inner in (a for a in args if a is not type(None)):  # the first arm that takes the value
+            try:
+                return _convert(inner, value, where)
+            except ConfigError as e:
+                problems.append(str(e).removeprefix(f"{where}: "))
+        raise ConfigError(f"{where}: {value!r} fits none of: " + "; ".join(problems))
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")

@@ -161,8 +161,8 @@ def pretrained_run(tmp_path_factory, default_tokenized, ray_session):
 
     out = tmp_path_factory.mktemp("pretrained") / "pt"
     cfg = config.load(REPO / "jobs/configs/default.yaml", default_tokenized + [
-        f"pretrain.output={out}", "pretrain.num_workers=2", "pretrain.cpus_per_worker=0.5",
-        "pretrain.threads_per_worker=1", "pretrain.zero_stage=2", "pretrain.max_steps=30",
+        f"pretrain.output={out}", "pretrain.workers.concurrency=2", "pretrain.workers.num_cpus=0.5",
+        "pretrain.workers.threads=1", "pretrain.zero_stage=2", "pretrain.max_steps=30",
         "pretrain.block_len=128", "pretrain.micro_batch_size=8", "pretrain.warmup_steps=5",
         "pretrain.log_every=5", "pretrain.eval_every=20", "pretrain.checkpoint_every=10",
         "pretrain.val_fraction=0.01"])  # ~60 validation users: each validation pass takes seconds, not 12 s

@@ -97,9 +97,18 @@ def test_every_yaml_in_the_repo_loads(path):
         assert isinstance(raw, dict)
 
 
-def test_yes_no_choices_survive_yamls_boolean_reading():
-    assert config.load(None, ["pretrain.use_gpu=yes"]).pretrain.use_gpu == "yes"
-    assert config.load(None, ["pretrain.use_gpu=no"]).pretrain.use_gpu == "no"
+def test_every_stage_spells_its_actors_alike_and_auto_or_a_number_of_gpus():
+    cfg = config.load(None, ["embed.actors.num_gpus=1", "eval.actors.num_gpus=0.5", "pretrain.workers.concurrency=8"])
+    assert cfg.embed.actors.num_gpus == 1.0 and cfg.eval.actors.num_gpus == 0.5
+    assert cfg.pretrain.workers.concurrency == 8 and cfg.pretrain.workers.num_gpus == "auto"
+    assert cfg.tokenizer.assign.num_gpus == 0.0  # assignment is a matmul per level: CPU
+    assert {type(a) for a in (cfg.embed.actors, cfg.tokenizer.assign, cfg.pretrain.workers, cfg.eval.actors)} == {config.ActorsConfig}
+    with pytest.raises(config.ConfigError, match=r"embed.actors.num_gpus: 'many' fits none of: expected a number.*not one of \['auto'\]"):
+        config.load(None, ["embed.actors.num_gpus=many"])
+    with pytest.raises(config.ConfigError, match=r"^pretrain.workers: concurrency must be >= 1"):
+        config.load(None, ["pretrain.workers.concurrency=0"])
+    with pytest.raises(config.ConfigError, match="unknown key.*embed.concurrency"):
+        config.load(None, ["embed.concurrency=2"])  # the former spelling: a clear error naming the valid keys
 
 
 def test_a_config_extends_another_and_overrides_key_by_key(tmp_path):

@@ -29,7 +29,7 @@ def test_corpus_to_zero_shot_scores_in_one_process(tmp_path, fixture_copy):
         "tokenizer.codebook_size=4", "tokenizer.enforce_quality_gate=false",
         f"pretrain.output={tmp_path / 'pt'}", "pretrain.block_len=32", "pretrain.micro_batch_size=2",
         "pretrain.max_steps=8", "pretrain.warmup_steps=2", "pretrain.log_every=2", "pretrain.eval_every=4",
-        "pretrain.checkpoint_every=4", "pretrain.threads_per_worker=1"])
+        "pretrain.checkpoint_every=4", "pretrain.workers.threads=1"])
     cfg = dataclasses.replace(cfg, data=data_config(tmp_path, [
         {"kind": "movielens", "path": str(fixture_copy("grouplens-ml-1m"))},
         {"kind": "mind", "path": str(fixture_copy("mind"))},

@@ -61,13 +61,13 @@ def test_pipeline_then_pretrain_jobs_submitted_to_a_local_head_all_on_s3(ray_hea
         "--config", "jobs/configs/default.yaml",
         "data.sources.0.path=s3://recbase/job-in/grouplens", f"data.output={out}/corpus",
         "data.min_history=3", "data.split.unseen_domains=[Action]", "data.split.validation_domains=[]",
-        f"embed.output={out}/embeddings", "embed.concurrency=1",
+        f"embed.output={out}/embeddings", "embed.actors.concurrency=1",
         f"tokenizer.output={out}/tokenizer", "tokenizer.kind=rqkmeans", "tokenizer.levels=2",
         "tokenizer.codebook_size=2", "tokenizer.enforce_quality_gate=false", "tokenizer.num_cpus=1",
         f"pretrain.output={out}/pretrain", "pretrain.zero_stage=3", "pretrain.block_len=32",
         "pretrain.micro_batch_size=2", "pretrain.val_fraction=0.3", "pretrain.warmup_steps=2",
         "pretrain.log_every=3", "pretrain.eval_every=3", "pretrain.checkpoint_every=3",
-        f"eval.output={out}/eval", "eval.concurrency=1", "eval.baselines=[popularity, text_similarity]",
+        f"eval.output={out}/eval", "eval.actors.concurrency=1", "eval.baselines=[popularity, text_similarity]",
         "finetune.steps=0",  # the LLM baseline and fine-tuning have their own tests (test_eval_e2e)
     ]
     res, seconds = submit(address, env, "jobs/pipeline.py", *common, "pretrain.max_steps=6")

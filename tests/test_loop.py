@@ -54,7 +54,7 @@ def test_in_process_training_uses_the_ray_paths_optimizer_and_engine(monkeypatch
     monkeypatch.setattr(loop, "fit", fit_spy)
     vocab = Vocab(levels=2, codebook_size=17, feedback=True)
     blocks = {"input_ids": torch.randint(3, vocab.size, (4, 9)).numpy(), "labels": torch.randint(3, vocab.size, (4, 9)).numpy()}
-    model, history = local.train(PretrainConfig(model="tiny", micro_batch_size=2, threads_per_worker=1), vocab, blocks, 2)
+    model, history = local.train(PretrainConfig(model="tiny", micro_batch_size=2), vocab, blocks, 2)
     assert len(made) == 1 and len(fitted) == 1 and fitted[0].max_steps == 2
     assert [h["step"] for h in history] == [1, 2] and "val_loss" in history[-1]
     (wd, decay), (wd0, no_decay) = made[0]

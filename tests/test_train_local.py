@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from recbase.config import PretrainConfig
+from recbase.config import ActorsConfig, PretrainConfig
 from recbase.model.vocab import Vocab
 from recbase.train import local, loop
 
@@ -23,7 +23,8 @@ def blocks(vocab: Vocab, n: int, seed: int) -> dict:
 def setup():
     vocab = Vocab(levels=2, codebook_size=17, feedback=True)
     cfg = PretrainConfig(model="tiny", block_len=17, max_steps=4, micro_batch_size=4, warmup_steps=1, log_every=1,
-                         eval_every=2, checkpoint_every=2, threads_per_worker=1)
+                         eval_every=2, checkpoint_every=2,
+                         workers=ActorsConfig(concurrency=1, num_cpus=1.0, threads=1))
     return vocab, cfg, blocks(vocab, 24, 0), blocks(vocab, 8, 1)
 
 

@@ -65,19 +65,20 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
             return batch.filter(pa.array(keep, pa.bool_()))
 
         ds = ds.map_batches(not_done, batch_format="pyarrow", num_cpus=IO_CPUS)
-    gpus = session.gpus_per_actor(e.num_gpus_per_actor)
+    a = e.actors
+    gpus = session.gpus_per_actor(a.num_gpus)
     # blocks of a few batches each, so that every actor of the pool has work (streaming, no shuffle)
     ds = ds.repartition(target_num_rows_per_block=e.batch_size * 4)
     ds = ds.map_batches(
         Encoder,
         fn_constructor_kwargs={
             "model": e.model, "prefix": e.prefix, "normalize": e.normalize, "batch_size": e.batch_size,
-            "device": "cuda" if gpus > 0 else "cpu", "threads": e.threads_per_actor,
+            "device": "cuda" if gpus > 0 else "cpu", "threads": a.threads,
         },
         batch_size=e.batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=e.concurrency),
-        num_cpus=e.num_cpus_per_actor,
+        compute=ray.data.ActorPoolStrategy(size=a.concurrency),
+        num_cpus=a.num_cpus,
         num_gpus=gpus,
     )
     ds.write_parquet(emb.shards, min_rows_per_file=e.rows_per_file,
@@ -105,8 +106,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         "files": {"shards": Embeddings.SHARDS},
         "seconds": round(seconds, 2),
         "items_per_s": round((n_items - n_done) / seconds, 1) if seconds > 0 else None,
-        "actors": {"concurrency": e.concurrency, "num_cpus": e.num_cpus_per_actor, "num_gpus": gpus,
-                   "threads": e.threads_per_actor},
+        "actors": {"concurrency": a.concurrency, "num_cpus": a.num_cpus, "num_gpus": gpus, "threads": a.threads},
         "config": to_dict(e),
     }
     emb.write_manifest(manifest)

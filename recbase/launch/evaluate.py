@@ -96,8 +96,8 @@ def score_with_ray(cfg: Config, actor, kwargs: dict, records: list[dict], n_pair
         return scores
     ds = ray.data.from_items(records).repartition(target_num_rows_per_block=e.batch_users)
     ds = ds.map_batches(actor, fn_constructor_kwargs=kwargs, batch_size=e.batch_users, batch_format="numpy",
-                        num_cpus=e.num_cpus_per_actor, num_gpus=session.gpus_per_actor(e.num_gpus_per_actor),
-                        compute=ray.data.ActorPoolStrategy(size=e.concurrency))
+                        num_cpus=e.actors.num_cpus, num_gpus=session.gpus_per_actor(e.actors.num_gpus),
+                        compute=ray.data.ActorPoolStrategy(size=e.actors.concurrency))
     with Progress(desc, total=sum(len(r["rows"]) for r in records), unit="pairs", log=log) as bar:
         for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
             scores[batch["row"]] = batch["score"]
@@ -127,9 +127,9 @@ def next_item_metrics(cfg: Config, groups: list[UserGroup], clicks, model_path: 
     ds_ray = ray.data.from_items(records).repartition(target_num_rows_per_block=max(1, e.batch_users // 4))
     ds_ray = ds_ray.map_batches(RecommendActor, fn_constructor_kwargs={
         "model_dir": model_path, "index_dir": ds.index_dir, "max_history_items": max_history,
-        "threads": e.threads_per_actor, "vocab": vocab, "k": e.recommend_k, "beams": e.recommend_beams},
-        batch_size=max(1, e.batch_users // 4), batch_format="numpy", num_cpus=e.num_cpus_per_actor,
-        num_gpus=session.gpus_per_actor(e.num_gpus_per_actor), compute=ray.data.ActorPoolStrategy(size=e.concurrency))
+        "threads": e.actors.threads, "vocab": vocab, "k": e.recommend_k, "beams": e.recommend_beams},
+        batch_size=max(1, e.batch_users // 4), batch_format="numpy", num_cpus=e.actors.num_cpus,
+        num_gpus=session.gpus_per_actor(e.actors.num_gpus), compute=ray.data.ActorPoolStrategy(size=e.actors.concurrency))
     ranked = {}
     with Progress(f"[eval] {ds.label} next-item beam search", total=len(records), unit="histories", log=log) as bar:
         for batch in ds_ray.iter_batches(batch_format="numpy", batch_size=None):
@@ -237,7 +237,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         for m, path in models.items():
             t1 = time.perf_counter()
             scores[m] = score_with_ray(cfg, ScoreActor, {
-                "model_dir": path, "index_dir": ds.index_dir, "vocab": meta["vocab"], "threads": e.threads_per_actor,
+                "model_dir": path, "index_dir": ds.index_dir, "vocab": meta["vocab"], "threads": e.actors.threads,
                 "max_history_items": 0 if m == "recbase_prior_only" else max_history}, group_records(groups), len(pairs),
                 f"[eval] {ds.label} {m}", log)
             entry["seconds"][m] = round(time.perf_counter() - t1, 2)
@@ -254,7 +254,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
             records, entry["errors"]["llm"] = llm_records(chosen, texts)
             t1 = time.perf_counter()
             scores["llm"] = score_with_ray(cfg, LLMActor, {"name": e.llm, "max_history_items": e.llm_max_history_items,
-                                                           "threads": e.threads_per_actor}, records, len(pairs),
+                                                           "threads": e.actors.threads}, records, len(pairs),
                                          f"[eval] {ds.label} llm", log)
             entry["seconds"]["llm"] = round(time.perf_counter() - t1, 2)
             subset = ~np.isnan(scores["llm"])

@@ -154,16 +154,17 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     log(f"[pretrain] {n_train:,} training blocks ({int(train_counts.sum()):,} targets), {n_val:,} validation "
         f"blocks; vocabulary {vocab.size:,}; validation cross-entropy of unigram baselines: "
         f"{unigram:.4f} (all tokens), {level_unigram:.4f} (per level) nats/token")
-    steps_per_epoch = n_train // (p.micro_batch_size * p.grad_accum * p.num_workers)
+    w = p.workers
+    steps_per_epoch = n_train // (p.micro_batch_size * p.grad_accum * w.concurrency)
 
-    use_gpu = p.use_gpu == "yes" or (p.use_gpu == "auto" and session.cluster_gpus() > 0)
+    gpus = session.gpus_per_actor(w.num_gpus)
     trainer = TorchTrainer(
         _worker,
         # workers run in their own directories: local paths are made absolute (one node, or shared storage)
         train_loop_config={"cfg": dataclasses.replace(p, init_from=storage.absolute(p.init_from) if p.init_from else ""),
                            "vocab": vocab, "output": storage.absolute(out)},
-        scaling_config=ScalingConfig(num_workers=p.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": p.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
+        scaling_config=ScalingConfig(num_workers=w.concurrency, use_gpu=gpus > 0,
+                                     resources_per_worker={"CPU": w.num_cpus, **({"GPU": gpus} if gpus > 0 else {})}),
         # Ray Train's own INFO records (worker group starts, every reported result and checkpoint) go to its
         # log files only; the loop's lines and the stage summary reach the terminal
         run_config=RunConfig(name=p.name, storage_path=storage.absolute(p.run_storage),

@@ -57,7 +57,7 @@ def prepare(cfg: Config, path: str, work: PreparedDataset, meta: dict, log: Call
     embed_stage.run(Config(data=data, embed=embed_cfg), log)
 
     run_tokenizer = TokenizerOutput(tok["config"]["output"])
-    assigned = assign_codes(run_tokenizer.root, embed_cfg.output, cfg.tokenizer.assign_concurrency)
+    assigned = assign_codes(run_tokenizer.root, embed_cfg.output, cfg.tokenizer.assign)
     assigned = assigned.sort_values(["domain", "item_id"], kind="mergesort").reset_index(drop=True)
     codes = np.stack(assigned["codes"].to_numpy()).astype(np.int32) if len(assigned) else np.zeros((0, tok["levels"]), np.int32)
     existing = storage.read_parquet(run_tokenizer.concept_ids).to_pandas()

@@ -51,8 +51,8 @@ def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0))
 
 
-def gpus_per_actor(setting: str) -> float:
-    """``auto``: one GPU per actor when the cluster has GPUs, else none."""
+def gpus_per_actor(setting: float | str) -> float:
+    """``auto``: one GPU per actor when the cluster has GPUs, else none; a number as it is."""
     if setting == "auto":
         return 1.0 if cluster_gpus() > 0 else 0.0
     return float(setting)

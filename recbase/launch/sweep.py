@@ -70,7 +70,7 @@ def run(sweep: SweepConfig, log: Callable[[str], None] = print) -> dict:
         cfg = config_mod.load(sweep.config, t["overrides"])
         cfgs.append(replace(cfg, data=replace(cfg.data, output=storage.absolute(cfg.data.output)),
                             embed=replace(cfg.embed, output=storage.absolute(cfg.embed.output)),
-                            pretrain=replace(cfg.pretrain, threads_per_worker=threads)))
+                            pretrain=replace(cfg.pretrain, workers=replace(cfg.pretrain.workers, threads=threads))))
     session.init()
     t0 = time.perf_counter()
     embeddings = _inputs(cfgs, log)

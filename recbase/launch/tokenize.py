@@ -11,7 +11,7 @@ import ray
 
 from recbase import storage
 from recbase.artifacts import Embeddings, TokenizerOutput
-from recbase.config import Config, TokenizerConfig
+from recbase.config import ActorsConfig, Config, TokenizerConfig
 from recbase.launch import session
 from recbase.launch.embed import IO_CPUS
 from recbase.tokenizer.stage import AssignCodes, fit_and_save, finalize
@@ -30,15 +30,15 @@ def _fit_task(cfg: TokenizerConfig, embed_output: str) -> tuple[dict, float]:
     return fit_and_save(x, cfg, device=device, progress=True), input_var
 
 
-def assign_codes(tokenizer_dir: str, embed_output: str, concurrency: int) -> "pd.DataFrame":
+def assign_codes(tokenizer_dir: str, embed_output: str, actors: ActorsConfig) -> "pd.DataFrame":
     """Every embedded item's concept IDs from a trained tokenizer (Ray Data over an actor pool):
     columns domain, item_id, codes, sq_error."""
     ds = ray.data.read_parquet(Embeddings(embed_output).shards, num_cpus=IO_CPUS)
     ds = ds.select_columns(["domain", "item_id", "embedding"]).repartition(target_num_rows_per_block=ASSIGN_BATCH)
     ds = ds.map_batches(
-        AssignCodes, fn_constructor_kwargs={"tokenizer_dir": tokenizer_dir, "threads": 1},
-        batch_size=ASSIGN_BATCH, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_cpus=0.5,
+        AssignCodes, fn_constructor_kwargs={"tokenizer_dir": tokenizer_dir, "threads": actors.threads},
+        batch_size=ASSIGN_BATCH, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors.concurrency),
+        num_cpus=actors.num_cpus, num_gpus=session.gpus_per_actor(actors.num_gpus),
     )
     return ds.to_pandas()
 
@@ -57,7 +57,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     log(f"[tokenizer] trained {t.kind} {t.levels}x{t.codebook_size} in {training['seconds']} s")
 
     t1 = time.perf_counter()
-    assigned = assign_codes(out, cfg.embed.output, t.assign_concurrency)
+    assigned = assign_codes(out, cfg.embed.output, t.assign)
     assign_seconds = time.perf_counter() - t1
     context = {
         "embedding": {"output": cfg.embed.output, "model": embed_manifest["model"], "dim": embed_manifest["dim"],

@@ -146,8 +146,8 @@ def train(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, export_to: str |
 def fit(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, log: Callable[[str], None] = print) -> tuple:
     """The DeepSpeed engine trained to ``cfg.max_steps``, and ``{"row": last row, "history": every row}``."""
     torch.manual_seed(cfg.seed)
-    if cfg.threads_per_worker > 0:
-        torch.set_num_threads(cfg.threads_per_worker)
+    if cfg.workers.threads > 0:
+        torch.set_num_threads(cfg.workers.threads)
     model = initial_model(cfg, vocab)
     engine = deepspeed_engine(cfg, model, ctx)
     state = resume(engine, ctx, log)
@@ -243,7 +243,7 @@ def run_steps(cfg: PretrainConfig, vocab: Vocab, engine, ctx: TrainContext, stat
                 return last
         if seen == 0 and state["micro_in_epoch"] == 0:
             raise RuntimeError(f"rank {ctx.world_rank} got no training blocks: fewer blocks than "
-                               "workers x micro_batch_size; lower pretrain.micro_batch_size or num_workers")
+                               "workers x micro_batch_size; lower pretrain.micro_batch_size or pretrain.workers.concurrency")
         state["epoch"] += 1  # the epoch ran out
         state["micro_in_epoch"] = 0
     return last
