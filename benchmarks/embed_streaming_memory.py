@@ -99,7 +99,7 @@ def main() -> None:
         ray.init(include_dashboard=False, log_to_driver=False)
         mon = PeakRSS()
         mon.start()
-        m = embed.run(cfg, log=lambda s: None)
+        m = embed.run(cfg.embed, Corpus(corpus), log=lambda s: None).manifest()
         mon.stop.set()
         mon.join()
         ray.shutdown()

@@ -71,7 +71,7 @@ def main() -> None:
         t0 = time.perf_counter()
         ray.init(include_dashboard=False, log_to_driver=False)
         init_s = time.perf_counter() - t0
-        m = embed.run(cfg, log=lambda s: None)
+        m = embed.run(cfg.embed, Corpus(corpus), log=lambda s: None).manifest()
         ray_rate = m["items"] / m["seconds"]
         ray.shutdown()
     print(f"ray.init: {init_s:.1f} s (not counted below)")

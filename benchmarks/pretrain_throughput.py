@@ -20,7 +20,7 @@ import torch
 
 from assign_throughput import matmul_rate
 from recbase import config, storage
-from recbase.artifacts import Corpus, Pretraining
+from recbase.artifacts import Corpus, Pretraining, TokenizerOutput
 from recbase.data import sequences
 from recbase.model import decoder
 from recbase.model.vocab import ItemIndex
@@ -88,7 +88,7 @@ def ray_run(cfg_path: str, overrides: list[str], steps: int, warmup: int, out: s
         f"pretrain.output={out}", f"pretrain.max_steps={steps}", f"pretrain.log_every={log_every}",
         f"pretrain.eval_every={steps}", f"pretrain.checkpoint_every={steps}", "pretrain.workers.concurrency=1"])
     t0 = time.perf_counter()
-    pretrain.run(cfg, log=lambda s: None)
+    pretrain.run(cfg.pretrain, Corpus(cfg.data.output), TokenizerOutput(cfg.tokenizer.output), log=lambda s: None)
     wall = time.perf_counter() - t0
     history = storage.read_json(Pretraining(out).history)
     return steady(history, warmup, log_every, cfg.pretrain.micro_batch_size * cfg.pretrain.block_len), wall

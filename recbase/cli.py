@@ -7,6 +7,7 @@ import os
 import sys
 
 from recbase import config as config_mod
+from recbase.artifacts import Corpus, Embeddings, ExportedModel, TokenizerOutput
 
 # errors a user causes (a wrong path, a bad key, an input file without the published columns): one line
 # on stderr and exit status 2; RECBASE_TRACEBACK=1 shows the traceback instead
@@ -62,7 +63,7 @@ def embed_main(argv: list[str] | None = None) -> int:
     from recbase.launch import embed
 
     _, cfg = parse(argv, "Embed the corpus items (Ray Data actor pool).")
-    embed.run(cfg)
+    embed.run(cfg.embed, Corpus(cfg.data.output))
     return 0
 
 
@@ -72,7 +73,7 @@ def tokenize_main(argv: list[str] | None = None) -> int:
     from recbase.tokenizer.metrics import describe
 
     _, cfg = parse(argv, "Train the concept-ID tokenizer and assign every item.")
-    print(describe(tokenize.run(cfg)))
+    print(describe(tokenize.run(cfg.tokenizer, Embeddings(cfg.embed.output)).manifest()))
     return 0
 
 
@@ -81,7 +82,7 @@ def pretrain_main(argv: list[str] | None = None) -> int:
     from recbase.launch import pretrain
 
     _, cfg = parse(argv, "Pretrain the decoder on concept-ID sequences (Ray Train + DeepSpeed).")
-    pretrain.run(cfg)
+    pretrain.run(cfg.pretrain, Corpus(cfg.data.output), TokenizerOutput(cfg.tokenizer.output))
     return 0
 
 
@@ -105,7 +106,8 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         cfg = config_mod.load(args.config, list(args.overrides) + extra)
     except config_mod.ConfigError as e:
         p.exit(2, f"config error: {e}\n")
-    evaluate.run(cfg)
+    evaluate.run(cfg.eval, ExportedModel.find(cfg.eval.model or cfg.pretrain.output), encoder=cfg.embed,
+                 assign=cfg.tokenizer.assign)
     return 0
 
 
@@ -114,7 +116,7 @@ def finetune_main(argv: list[str] | None = None) -> int:
     from recbase.launch import finetune
 
     _, cfg = parse(argv, "Fine-tune the pretrained model on a target domain, then evaluate both side by side.")
-    finetune.run(cfg)
+    finetune.run(cfg.finetune, ExportedModel.find(cfg.finetune.model or cfg.pretrain.output), cfg.pretrain, cfg.eval)
     return 0
 
 
@@ -126,12 +128,16 @@ def pipeline_main(argv: list[str] | None = None) -> int:
 
     _, cfg = parse(argv, "The main job: corpus -> embed -> tokenise -> pretrain -> evaluate (-> fine-tune).")
     print(summary(prepare(cfg.data)))
-    embed.run(cfg)
-    print(describe(tokenize.run(cfg)))
-    pretrain.run(cfg)
-    evaluate.run(cfg)
+    corpus = Corpus(cfg.data.output)
+    embeddings = embed.run(cfg.embed, corpus)
+    tokenizer = tokenize.run(cfg.tokenizer, embeddings)
+    print(describe(tokenizer.manifest()))
+    pretrained = pretrain.run(cfg.pretrain, corpus, tokenizer)
+    model = ExportedModel.find(cfg.eval.model) if cfg.eval.model else pretrained.model
+    evaluate.run(cfg.eval, model, encoder=cfg.embed, assign=cfg.tokenizer.assign)
     if cfg.finetune.steps:
-        finetune.run(cfg)
+        start = ExportedModel.find(cfg.finetune.model) if cfg.finetune.model else pretrained.model
+        finetune.run(cfg.finetune, start, cfg.pretrain, cfg.eval)
     return 0
 
 

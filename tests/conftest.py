@@ -131,8 +131,9 @@ def default_tokenized(tmp_path_factory, default_corpus, ray_session):
     overrides = [f"data.output={corpus}", f"embed.output={tmp / 'emb'}", f"tokenizer.output={tmp / 'tok'}",
                  "tokenizer.epochs_per_level=4", "tokenizer.reinit_settle_epochs=1"]
     cfg = config.load(REPO / "jobs/configs/default.yaml", overrides)
-    embed.run(cfg, log=lambda s: None)
-    tokenize.run(cfg, log=lambda s: None)
+    from recbase.artifacts import Corpus
+
+    tokenize.run(cfg.tokenizer, embed.run(cfg.embed, Corpus(cfg.data.output), log=lambda s: None), log=lambda s: None)
     return overrides
 
 
@@ -185,7 +186,9 @@ def pretrained_run(tmp_path_factory, default_tokenized, ray_session):
     killer = threading.Thread(target=kill_after_second_checkpoint, daemon=True)
     killer.start()
     t0 = time.time()
-    m = pretrain.run(cfg, log=lambda s: None)
+    from recbase.artifacts import Corpus, TokenizerOutput
+
+    m = pretrain.run(cfg.pretrain, Corpus(cfg.data.output), TokenizerOutput(cfg.tokenizer.output), log=lambda s: None).manifest()
     killer.join(timeout=5)
     return {"out": out, "manifest": m, "killed": killed, "t0": t0, "seconds": time.time() - t0, "cfg": cfg, "overrides": list(default_tokenized)}
 

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import REPO
 from recbase import config, storage
+from recbase.artifacts import ExportedModel
 from recbase.eval import llm
 from recbase.launch import evaluate, finetune
 from recbase.model.vocab import ItemIndex
@@ -69,7 +70,7 @@ def test_finetune_then_recbench_directory_end_to_end(pretrained_run, default_cor
         f"finetune.dataset={tmp_path / 'unseen_small.parquet'}", "finetune.steps=4", "finetune.warmup_steps=1",
         "finetune.val_fraction=0.2", f"finetune.output={tmp_path / 'ft'}", "finetune.baselines=[popularity]"])
     messages: list[str] = []
-    m = finetune.run(cfg, log=messages.append)
+    m = finetune.run(cfg.finetune, ExportedModel.find(str(model_out)), cfg.pretrain, cfg.eval, log=messages.append).manifest()
     print("\n".join(x for x in messages if x.startswith("[finetune]") or x.startswith("|")))
     assert m["steps"] == 4 and m["sequences"]["candidates_in_sequences"] == 0
     assert m["sequences"]["users"] == len(small[["user_id", "domain"]].drop_duplicates())  # a history per user and domain
@@ -84,7 +85,8 @@ def test_finetune_then_recbench_directory_end_to_end(pretrained_run, default_cor
     cfg = config.load(REPO / "jobs/configs/default.yaml", base + [
         f"eval.datasets=[{rb}]", f"eval.model={model_out}", f"eval.finetuned={tmp_path / 'ft/model'}",
         f"eval.output={tmp_path / 'ev'}", "eval.baselines=[popularity, text_similarity, llm]"])
-    evaluate.run(cfg, log=messages.append)
+    evaluate.run(cfg.eval, ExportedModel.find(str(model_out)), log=messages.append, encoder=cfg.embed,
+                 assign=cfg.tokenizer.assign)
     results = json.loads((tmp_path / "ev/results.json").read_text())
     d = results["datasets"]["movies-rb"]
     print(json.dumps({k: d[k] for k in ("pairs", "users", "errors")}, indent=1))

@@ -10,7 +10,7 @@ from conftest import FIXTURES, REPO
 from recbase import config, storage
 from recbase.data.corpus import prepare
 from recbase.launch import embed, tokenize
-from recbase.artifacts import Embeddings
+from recbase.artifacts import Corpus, Embeddings
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,8 @@ def test_embedding_resumes_after_an_interruption(tmp_path, ray_session):
         f"data.sources.0.path={FIXTURES / 'grouplens-ml-1m'}", f"data.output={tmp_path / 'corpus'}",
         "data.min_history=3", "data.split.unseen_domains=[]", "data.split.validation_domains=[]", f"embed.output={tmp_path / 'emb'}"])
     prepare(cfg.data, log=lambda s: None)
-    first = embed.run(cfg, log=lambda s: None)
+    corpus = Corpus(cfg.data.output)
+    first = embed.run(cfg.embed, corpus, log=lambda s: None).manifest()
     assert first["items"] == 5 and first["dim"] == 384 and first["embedded_this_run"] == 5
     full = sorted_table(Embeddings(str(tmp_path / "emb")).read())
     norms = np.linalg.norm(np.stack(full.column("embedding").to_numpy(zero_copy_only=False)), axis=1)
@@ -38,7 +39,7 @@ def test_embedding_resumes_after_an_interruption(tmp_path, ray_session):
         extra.unlink()
     (tmp_path / "emb/shards/broken.parquet").write_bytes(b"PAR1 cut short")
     messages = []
-    second = embed.run(cfg, log=messages.append)
+    second = embed.run(cfg.embed, corpus, log=messages.append).manifest()
     assert second["resumed_from"] == 2 and second["embedded_this_run"] == 3
     assert any("discarding unreadable shard" in m and "broken.parquet" in m for m in messages)
     assert any("resuming: 2 of 5" in m for m in messages)
@@ -49,7 +50,7 @@ def test_embedding_resumes_after_an_interruption(tmp_path, ray_session):
     assert np.allclose(a, b, atol=1e-5)
     # complete: a third run skips
     messages = []
-    assert embed.run(cfg, log=messages.append) == second
+    assert embed.run(cfg.embed, corpus, log=messages.append).manifest() == second
     assert "is complete" in messages[0]
     # a reader never repairs: a damaged shard of the finished stage is an error naming it, and stays
     shard = sorted((tmp_path / "emb/shards").glob("*.parquet"))[0]
@@ -69,7 +70,7 @@ def test_ml1m_embed_then_tokenize_hands_off_by_manifest(tmp_path, default_tokeni
     assert m["embedding"] == {"output": emb, "model": "builtin:all-MiniLM-L6-v2", "dim": 384, "prefix": ""}
     # a finished stage is skipped, not redone
     messages = []
-    assert tokenize.run(cfg, log=messages.append) == m and "is complete" in messages[0]
+    assert tokenize.run(cfg.tokenizer, Embeddings(emb), log=messages.append).manifest() == m and "is complete" in messages[0]
     ids = storage.read_parquet(f"{tok_dir}/concept_ids.parquet").to_pandas()
     full = {tuple(c) + (d,) for c, d in zip(ids["codes"], ids["dedup"])}
     assert len(full) == 3_706  # unique after dedup
@@ -86,5 +87,5 @@ def test_ml1m_embed_then_tokenize_hands_off_by_manifest(tmp_path, default_tokeni
     # the RQ-KMeans baseline behind the same interface, same stage
     rq = config.load(REPO / "jobs/configs/default.yaml", default_tokenized + [f"tokenizer.output={tmp_path / 'rq'}",
         "tokenizer.kind=rqkmeans", "tokenizer.enforce_quality_gate=false"])
-    mr = tokenize.run(rq, log=lambda s: None)
+    mr = tokenize.run(rq.tokenizer, Embeddings(emb), log=lambda s: None).manifest()
     assert mr["kind"] == "rqkmeans" and mr["metrics"]["levels"][0]["utilization"] == 1.0

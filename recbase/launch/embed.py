@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import ray
 
 from recbase import storage
-from recbase.config import Config, to_dict
+from recbase.config import EmbedConfig, to_dict
 from recbase.artifacts import Corpus, Embeddings
 from recbase.embed.encoder import Encoder
 from recbase.launch import session
@@ -36,15 +36,15 @@ def _resume_keys(output: Embeddings, log: Callable[[str], None]) -> pa.Table | N
     return pa.concat_tables(tables) if tables else None
 
 
-def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
-    e, out = cfg.embed, cfg.embed.output
-    emb, corpus = Embeddings(out), Corpus(cfg.data.output)
-    finished = emb.reuse(e.force, log)
-    if finished is not None:
-        return finished
+def run(e: EmbedConfig, corpus: Corpus, log: Callable[[str], None] = print) -> Embeddings:
+    """Embed every item of ``corpus`` into ``e.output`` (skipped when complete; resumed when cut short)."""
+    out = e.output
+    emb = Embeddings(out)
+    if emb.reuse(e.force, log) is not None:
+        return emb
     if e.force:
         storage.remove(out)
-    corpus.manifest()  # a clear error when the corpus is not prepared
+    corpus_manifest = corpus.manifest()  # a clear error when the corpus is not prepared
     items_path = corpus.items
     t0 = time.perf_counter()
     session.init()
@@ -101,8 +101,8 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         "items": n_items,
         "embedded_this_run": n_items - n_done,
         "resumed_from": n_done,
-        "corpus": cfg.data.output,
-        "text_format": cfg.data.text_format,
+        "corpus": corpus.root,
+        "text_format": corpus_manifest["text_format"],
         "files": {"shards": Embeddings.SHARDS},
         "seconds": round(seconds, 2),
         "items_per_s": round((n_items - n_done) / seconds, 1) if seconds > 0 else None,
@@ -111,4 +111,4 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     }
     emb.write_manifest(manifest)
     log(f"[embed] {n_items - n_done:,} items embedded ({dim}-d) in {seconds:.1f} s -> {out}")
-    return manifest
+    return emb

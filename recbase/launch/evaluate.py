@@ -12,7 +12,7 @@ import ray
 from recbase import storage
 from recbase.artifacts import Corpus, Embeddings, Evaluation, ExportedModel
 from recbase.data.sources import recbench as recbench_source
-from recbase.config import Config, to_dict
+from recbase.config import ActorsConfig, EmbedConfig, EvalConfig, TokenizerConfig, to_dict
 from recbase.eval import baselines, llm, metrics, report
 from recbase.eval.scoring import ConceptScorer, UserGroup, default_rule, group_pairs, history_ids
 from recbase.launch import recbench, session
@@ -87,10 +87,9 @@ class LLMActor:
         return {"row": np.concatenate(rows), "score": np.concatenate(scores)}
 
 
-def score_with_ray(cfg: Config, actor, kwargs: dict, records: list[dict], n_pairs: int, desc: str,
+def score_with_ray(e: EvalConfig, actor, kwargs: dict, records: list[dict], n_pairs: int, desc: str,
                    log: Callable[[str], None] = print) -> np.ndarray:
     """Scores of every pair (NaN where none) from an actor pool over the users' records."""
-    e = cfg.eval
     scores = np.full(n_pairs, np.nan)
     if not records:
         return scores
@@ -111,13 +110,12 @@ def group_records(groups: list[UserGroup]) -> list[dict]:
              "rows": g.rows.tolist()} for g in groups]
 
 
-def next_item_metrics(cfg: Config, groups: list[UserGroup], clicks, model_path: str, ds, index: ItemIndex,
+def next_item_metrics(e: EvalConfig, groups: list[UserGroup], clicks, model_path: str, ds, index: ItemIndex,
                       vocab: dict, max_history: int, stats: baselines.ItemStats, log: Callable[[str], None] = print) -> dict:
     """Recall@K / NDCG@K for the next liked item of a sample of the histories: RecBase's constrained beam
     search beside popularity's top K (evaluation histories, and pretraining users' likes)."""
     from recbase.eval.generate import next_liked, top_by_counts
 
-    e = cfg.eval
     targets = dict(next_liked(groups, clicks))
     chosen = sample_histories([g for k, g in enumerate(groups) if k in targets], e.recommend_users)
     number = {id(g): k for k, g in enumerate(groups)}
@@ -174,15 +172,18 @@ def llm_records(groups: list[UserGroup], texts: dict) -> tuple[list[dict], dict]
     return records, errors
 
 
-def resolve_dataset(cfg: Config, name: str, mdir: str, meta: dict, log) -> recbench.Dataset:
-    """A name under the run's corpus eval/, a .parquet of pairs, or a RecBench-style directory."""
+def resolve_dataset(e: EvalConfig, name: str, mdir: str, meta: dict, log, encoder: EmbedConfig | None = None,
+                    assign: ActorsConfig | None = None) -> recbench.Dataset:
+    """A name under the run's corpus eval/, a .parquet of pairs, or a RecBench-style directory (whose items
+    go through the run's encoder and tokenizer on ``encoder``'s and ``assign``'s actors)."""
     embeddings, corpus = meta["tokenizer"]["embedding"]["output"], Corpus(meta["corpus"])
     items = corpus.items
     if name.endswith(".parquet"):
         return recbench.Dataset(name.rsplit("/", 1)[-1].removesuffix(".parquet"), name, mdir, embeddings, items, {})
     if recbench_source.is_directory(name):
         label = name.rstrip("/").rsplit("/", 1)[-1]
-        return recbench.prepare(cfg, name, Evaluation(cfg.eval.output).dataset(label), meta, log)
+        return recbench.prepare(name, Evaluation(e.output).dataset(label), meta, encoder or EmbedConfig(),
+                                assign or TokenizerConfig().assign, e.force, log)
     path = corpus.pairs(name)
     if not storage.exists(path):
         raise FileNotFoundError(f"eval dataset {name!r}: no {path}, and not a .parquet file or a RecBench directory "
@@ -190,15 +191,16 @@ def resolve_dataset(cfg: Config, name: str, mdir: str, meta: dict, log) -> recbe
     return recbench.Dataset(name, path, mdir, embeddings, items, {})
 
 
-def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
-    e, out = cfg.eval, Evaluation(cfg.eval.output)
+def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print, encoder: EmbedConfig | None = None,
+        assign: ActorsConfig | None = None) -> Evaluation:
+    """``model`` zero-shot on ``e.datasets`` beside ``e.baselines`` (and the fine-tuned model ``e.finetuned``);
+    RecBench-style directories are prepared with ``encoder``'s and ``assign``'s actors (the run's)."""
+    out = Evaluation(e.output)
     asked = storage.as_json(to_dict(e))  # as the manifest stores it
     # finished for this very evaluation only: another model, datasets or baselines into the same output redo it
-    finished = out.reuse(e.force, log, accept=lambda m: m.get("config") == asked)
-    if finished is not None:
+    if out.reuse(e.force, log, accept=lambda m: m.get("config") == asked) is not None:
         log(storage.open_binary(out.results_md).read().decode())
-        return finished
-    model = ExportedModel.find(e.model or cfg.pretrain.output)
+        return out
     mdir = model.root
     models = {"recbase": mdir, **({"recbase_finetuned": ExportedModel.find(e.finetuned).root} if e.finetuned else {})}
     meta = model.meta()
@@ -217,7 +219,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         stats = baselines.ItemStats(storage.read_parquet(Corpus(meta["corpus"]).item_stats))
     t0 = time.perf_counter()
     for name in e.datasets:
-        ds = resolve_dataset(cfg, name, mdir, meta, log)
+        ds = resolve_dataset(e, name, mdir, meta, log, encoder, assign)
         pairs = storage.read_parquet(ds.pairs_path).to_pandas()
         groups = group_pairs(pairs)
         entry: dict = {"pairs": len(pairs), "users": int(pairs["user_id"].nunique()), "histories": len(groups),
@@ -236,7 +238,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         scores = {}
         for m, path in models.items():
             t1 = time.perf_counter()
-            scores[m] = score_with_ray(cfg, ScoreActor, {
+            scores[m] = score_with_ray(e, ScoreActor, {
                 "model_dir": path, "index_dir": ds.index_dir, "vocab": meta["vocab"], "threads": e.actors.threads,
                 "max_history_items": 0 if m == "recbase_prior_only" else max_history}, group_records(groups), len(pairs),
                 f"[eval] {ds.label} {m}", log)
@@ -253,7 +255,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
             chosen = sample_histories(groups, e.llm_max_users)
             records, entry["errors"]["llm"] = llm_records(chosen, texts)
             t1 = time.perf_counter()
-            scores["llm"] = score_with_ray(cfg, LLMActor, {"name": e.llm, "max_history_items": e.llm_max_history_items,
+            scores["llm"] = score_with_ray(e, LLMActor, {"name": e.llm, "max_history_items": e.llm_max_history_items,
                                                            "threads": e.actors.threads}, records, len(pairs),
                                          f"[eval] {ds.label} llm", log)
             entry["seconds"]["llm"] = round(time.perf_counter() - t1, 2)
@@ -262,7 +264,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
             entry["methods"][m] = metrics.pair_metrics(labels, hist, s)
         if e.recommend_users:
             t1 = time.perf_counter()
-            entry["next_item"] = next_item_metrics(cfg, groups, labels, mdir, ds, index, meta["vocab"], max_history, stats, log)
+            entry["next_item"] = next_item_metrics(e, groups, labels, mdir, ds, index, meta["vocab"], max_history, stats, log)
             entry["seconds"]["next_item"] = round(time.perf_counter() - t1, 2)
         for m, sec in entry["seconds"].items():
             if m in entry["methods"]:
@@ -283,4 +285,4 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
                     n: {m: round(r["auc"], 4) for m, r in d["methods"].items()} for n, d in results["datasets"].items()}}
     out.write_manifest(manifest)
     log(md)
-    return manifest
+    return out

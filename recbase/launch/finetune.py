@@ -13,8 +13,8 @@ from typing import Callable
 import pyarrow as pa
 
 from recbase import storage
-from recbase.artifacts import ExportedModel, Finetuning
-from recbase.config import Config
+from recbase.artifacts import Corpus, ExportedModel, Finetuning
+from recbase.config import EvalConfig, FinetuneConfig, PretrainConfig
 from recbase.data.schema import HISTORIES
 from recbase.eval.scoring import group_pairs
 from recbase.launch import evaluate, pretrain
@@ -41,17 +41,18 @@ def sequences_hold_no_candidate(pairs, table: pa.Table) -> int:
     return sum((d, i) in seq.get(u, ()) for u, d, i in zip(pairs["user_id"], pairs["domain"], pairs["item_id"]))
 
 
-def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
-    f, out = cfg.finetune, Finetuning(cfg.finetune.output)
-    finished = out.reuse(f.force, log)
-    if finished is not None:
+def run(f: FinetuneConfig, model: ExportedModel, base: PretrainConfig, e: EvalConfig,
+        log: Callable[[str], None] = print) -> Finetuning:
+    """Continue ``model`` on ``f.dataset``'s histories (``base``'s model, workers and schedule, ``f``'s steps
+    and learning rate), then evaluate both models side by side with ``e``'s actors."""
+    out = Finetuning(f.output)
+    if out.reuse(f.force, log) is not None:
         log(storage.open_binary(out.evaluation.results_md).read().decode())
-        return finished
+        return out
     if f.steps < 1:
         raise ValueError("finetune.steps is 0: nothing to fine-tune; set finetune.steps")
-    model = ExportedModel.find(f.model or cfg.pretrain.output)
     mdir, meta = model.root, model.meta()
-    ds = evaluate.resolve_dataset(cfg, f.dataset, mdir, meta, log)
+    ds = evaluate.resolve_dataset(e, f.dataset, mdir, meta, log)
     if ds.index_dir != mdir:
         raise ValueError(f"finetune.dataset {f.dataset!r} has items outside the model's concept-ID map; fine-tuning "
                          "needs a dataset of the run's corpus")
@@ -63,16 +64,16 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     log(f"[finetune] {ds.label}: {table.num_rows:,} users' histories ({sum(map(len, table.column('item_ids').to_pylist())):,} "
         f"items) as training sequences; candidates among them: {overlap}")
     # the export's own objective (its vocabulary has feedback tokens or not), whatever the config says
-    p = replace(cfg.pretrain, objective=meta.get("objective", "next_item"), init_from=mdir, histories=path, output=out.training.root, max_steps=f.steps,
+    p = replace(base, objective=meta.get("objective", "next_item"), init_from=mdir, histories=path, output=out.training.root, max_steps=f.steps,
                 lr=f.lr, warmup_steps=f.warmup_steps, val_fraction=f.val_fraction, name="finetune", storage_path="",
-                eval_every=min(cfg.pretrain.eval_every, f.steps), checkpoint_every=min(cfg.pretrain.checkpoint_every, f.steps),
+                eval_every=min(base.eval_every, f.steps), checkpoint_every=min(base.checkpoint_every, f.steps),
                 force=f.force)
-    trained = pretrain.run(replace(cfg, data=replace(cfg.data, output=meta["corpus"]), pretrain=p), log)
-    e = replace(cfg.eval, model=mdir, finetuned=p.output, datasets=(f.dataset,), baselines=f.baselines,
-                output=out.evaluation.root, force=True)
-    results = evaluate.run(replace(cfg, eval=e), log)
+    trained = pretrain.run(p, Corpus(meta["corpus"]), model, log).manifest()
+    both = replace(e, model=mdir, finetuned=p.output, datasets=(f.dataset,), baselines=f.baselines,
+                   output=out.evaluation.root, force=True)
+    results = evaluate.run(both, model, log).manifest()
     manifest = {"dataset": ds.label, "model": mdir, "finetuned": out.training.model.root,
                 "sequences": {"users": table.num_rows, "candidates_in_sequences": overlap, "path": path},
                 "steps": trained["steps"], "val_loss": trained["val_loss"], "summary": results["summary"]}
     out.write_manifest(manifest)
-    return manifest
+    return out

@@ -18,8 +18,8 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchTrainer
 
 from recbase import storage
-from recbase.artifacts import Corpus, Pretraining, TokenizerOutput
-from recbase.config import Config, PretrainConfig, to_dict
+from recbase.artifacts import Corpus, ExportedModel, Pretraining, TokenizerOutput
+from recbase.config import PretrainConfig, to_dict
 from recbase.data import sequences
 from recbase.launch import session
 from recbase.launch.embed import IO_CPUS
@@ -48,22 +48,24 @@ def _select_users(batch: pa.Table, validation: bool, fraction: float, seed: int)
     return batch.filter(pa.array(val if validation else ~val))
 
 
-def tokenizer_dir(cfg: Config) -> str:
-    """Where the concept-ID map comes from: the model fine-tuning starts from, else the tokenizer stage."""
-    return cfg.pretrain.init_from or cfg.tokenizer.output
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What a pretraining reads: the history Parquet, and the directory holding the concept-ID map and its
+    tokenizer manifest (the tokenizer stage's output, or the exported model fine-tuning starts from)."""
+
+    histories: str
+    concept_ids: str
+
+    @classmethod
+    def of(cls, p: PretrainConfig, corpus: Corpus, tokenizer: TokenizerOutput | ExportedModel) -> "Inputs":
+        return cls(p.histories or corpus.histories, p.init_from or tokenizer.root)
 
 
-def histories(cfg: Config) -> str:
-    """The history Parquet to train on: the configured one, else the corpus's pretraining histories."""
-    return cfg.pretrain.histories or Corpus(cfg.data.output).histories
-
-
-def blocks(cfg: Config, validation: bool) -> "ray.data.Dataset":
-    p = cfg.pretrain
-    ds = ray.data.read_parquet(histories(cfg), num_cpus=IO_CPUS)
+def blocks(p: PretrainConfig, inputs: Inputs, validation: bool) -> "ray.data.Dataset":
+    ds = ray.data.read_parquet(inputs.histories, num_cpus=IO_CPUS)
     ds = ds.map_batches(_select_users, fn_kwargs={"validation": validation, "fraction": p.val_fraction,
                                                   "seed": p.seed}, batch_format="pyarrow", num_cpus=IO_CPUS)
-    return ds.map_batches(_to_blocks, fn_kwargs={"tokenizer_dir": tokenizer_dir(cfg), "block_len": p.block_len,
+    return ds.map_batches(_to_blocks, fn_kwargs={"tokenizer_dir": inputs.concept_ids, "block_len": p.block_len,
                                                  "objective": p.objective},
                           batch_size=BLOCK_ROWS, batch_format="numpy", num_cpus=0.25)
 
@@ -128,13 +130,17 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
-    p, out, stage = cfg.pretrain, cfg.pretrain.output, Pretraining(cfg.pretrain.output)
+def run(p: PretrainConfig, corpus: Corpus, tokenizer: TokenizerOutput | ExportedModel,
+        log: Callable[[str], None] = print) -> Pretraining:
+    """Pretrain ``p.model`` on ``corpus``'s histories written in ``tokenizer``'s concept IDs (with
+    ``p.init_from``: that exported model's weights and map; ``p.histories``: that history Parquet)."""
+    out, stage = p.output, Pretraining(p.output)
     done = stage.reuse(p.force, log, accept=lambda m: m.get("steps") == p.max_steps,
                        what=f", {p.max_steps} steps")  # asked for more steps: continue from the checkpoint
     if done is not None:
-        return done
-    tok_manifest = tokenizer_manifest(tokenizer_dir(cfg))
+        return stage
+    inputs = Inputs.of(p, corpus, tokenizer)
+    tok_manifest = tokenizer_manifest(inputs.concept_ids)
     vocab = model_vocab(Vocab.from_manifest(tok_manifest), p.objective)
     t0 = time.perf_counter()
     session.init()
@@ -143,7 +149,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         storage.remove(run_dir)
 
     # validation is read at every evaluation: kept in the object store once (it is a small share of users)
-    train_ds, val_ds = blocks(cfg, validation=False), blocks(cfg, validation=True).materialize()
+    train_ds, val_ds = blocks(p, inputs, validation=False), blocks(p, inputs, validation=True).materialize()
     train_counts, n_train = count_targets(train_ds, vocab.size)
     val_counts, n_val = count_targets(val_ds, vocab.size)
     if n_val == 0 or n_train == 0:
@@ -184,12 +190,12 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     final = history[-1]
     exported = stage.model
     # the concept-ID map the model was trained on: the tokenizer stage's, or the starting model's
-    with storage.open_binary(storage.join(tokenizer_dir(cfg), TokenizerOutput.CONCEPT_IDS)) as f:
+    with storage.open_binary(storage.join(inputs.concept_ids, TokenizerOutput.CONCEPT_IDS)) as f:
         storage.write_bytes(f.read(), exported.concept_ids)
     exported.write_meta({"vocab": vocab.to_dict(), "tokenizer": tok_manifest, "block_len": p.block_len,
-                         "objective": p.objective, "corpus": cfg.data.output})
+                         "objective": p.objective, "corpus": corpus.root})
     report.plot_history(history, {"unigram": unigram, "per-level unigram": level_unigram}, stage.loss_png,
-                        f"{p.model} on {cfg.data.output}")
+                        f"{p.model} on {corpus.root}")
     manifest = {
         "model": p.model,
         "objective": p.objective,
@@ -205,11 +211,11 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         "tokens_per_s": final.get("tokens_per_s"),
         "files": {"model": stage.MODEL, "history": stage.HISTORY, "loss_png": stage.LOSS_PNG},
         "checkpoints": run_dir,
-        "tokenizer": tokenizer_dir(cfg),
-        "histories": histories(cfg),
+        "tokenizer": inputs.concept_ids,
+        "histories": inputs.histories,
         "config": to_dict(p),
         "seconds": round(seconds, 1),
     }
     stage.write_manifest(manifest)
     log(report.describe(manifest))
-    return manifest
+    return stage

@@ -16,7 +16,7 @@ import numpy as np
 
 from recbase import storage
 from recbase.artifacts import Corpus, Embeddings, PreparedDataset, TokenizerOutput
-from recbase.config import Config, DataConfig, SourceConfig, SplitConfig
+from recbase.config import ActorsConfig, DataConfig, EmbedConfig, SourceConfig, SplitConfig
 from recbase.data.corpus import prepare as prepare_corpus
 from recbase.launch import embed as embed_stage
 from recbase.launch.tokenize import assign_codes
@@ -37,9 +37,12 @@ class Dataset:
     errors: dict
 
 
-def prepare(cfg: Config, path: str, work: PreparedDataset, meta: dict, log: Callable[[str], None] = print) -> Dataset:
+def prepare(path: str, work: PreparedDataset, meta: dict, encoder: EmbedConfig, assign_actors: ActorsConfig, force: bool,
+            log: Callable[[str], None] = print) -> Dataset:
+    """The directory ``path`` put through the run ``meta`` describes (an exported model's), on ``encoder``'s
+    and ``assign_actors``; a complete ``work`` is reused unless ``force``."""
     label = path.rstrip("/").rsplit("/", 1)[-1]
-    if work.complete() and not cfg.eval.force:
+    if work.complete() and not force:
         log(f"[eval] {label}: reusing the prepared directory {work.root}")
         return Dataset(**work.manifest()["dataset"])
     tok = meta["tokenizer"]
@@ -52,12 +55,12 @@ def prepare(cfg: Config, path: str, work: PreparedDataset, meta: dict, log: Call
     corpus_manifest = prepare_corpus(data, log)
     emb = tok["embedding"]
     run_embed = Embeddings(emb["output"]).manifest()
-    embed_cfg = replace(cfg.embed, model=emb["model"], prefix=emb["prefix"], normalize=run_embed["normalize"],
+    embed_cfg = replace(encoder, model=emb["model"], prefix=emb["prefix"], normalize=run_embed["normalize"],
                         output=work.embeddings.root, force=True)
-    embed_stage.run(Config(data=data, embed=embed_cfg), log)
+    embed_stage.run(embed_cfg, corpus, log)
 
     run_tokenizer = TokenizerOutput(tok["config"]["output"])
-    assigned = assign_codes(run_tokenizer.root, embed_cfg.output, cfg.tokenizer.assign)
+    assigned = assign_codes(run_tokenizer.root, embed_cfg.output, assign_actors)
     assigned = assigned.sort_values(["domain", "item_id"], kind="mergesort").reset_index(drop=True)
     codes = np.stack(assigned["codes"].to_numpy()).astype(np.int32) if len(assigned) else np.zeros((0, tok["levels"]), np.int32)
     existing = storage.read_parquet(run_tokenizer.concept_ids).to_pandas()

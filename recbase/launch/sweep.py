@@ -13,7 +13,7 @@ from ray import tune
 
 from recbase import config as config_mod
 from recbase import storage
-from recbase.artifacts import Embeddings, Sweep
+from recbase.artifacts import Corpus, Embeddings, Sweep
 from recbase.data.corpus import prepare as prepare_corpus
 from recbase.launch import embed, session
 from recbase.sweep import report
@@ -52,7 +52,7 @@ def _inputs(cfgs: list, log) -> dict:
         if cfg.embed.output in out:
             continue
         prepare_corpus(cfg.data, log)
-        embed.run(cfg, log)
+        embed.run(cfg.embed, Corpus(cfg.data.output), log)
         out[cfg.embed.output] = Embeddings(cfg.embed.output).load()
     return out
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import ray
 
-from recbase import storage
 from recbase.artifacts import Embeddings, TokenizerOutput
-from recbase.config import ActorsConfig, Config, TokenizerConfig
+from recbase.config import ActorsConfig, TokenizerConfig
 from recbase.launch import session
 from recbase.launch.embed import IO_CPUS
 from recbase.tokenizer.stage import AssignCodes, fit_and_save, finalize
@@ -43,28 +41,29 @@ def assign_codes(tokenizer_dir: str, embed_output: str, actors: ActorsConfig) ->
     return ds.to_pandas()
 
 
-def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
-    t, out = cfg.tokenizer, cfg.tokenizer.output
-    finished = TokenizerOutput(out).reuse(t.force, log)
-    if finished is not None:
-        return finished
-    embed_manifest = Embeddings(cfg.embed.output).manifest()
+def run(t: TokenizerConfig, embeddings: Embeddings, log: Callable[[str], None] = print) -> TokenizerOutput:
+    """Train ``t`` on ``embeddings`` and write every item's concept IDs to ``t.output`` (skipped when complete)."""
+    out = TokenizerOutput(t.output)
+    if out.reuse(t.force, log) is not None:
+        return out
+    embed_manifest = embeddings.manifest()
     t0 = time.perf_counter()
     session.init()
     gpus = 1 if (t.device == "cuda" or (t.device == "auto" and session.cluster_gpus() > 0)) else 0
     fit = ray.remote(_fit_task).options(num_cpus=t.num_cpus, num_gpus=gpus)
-    training, input_var = ray.get(fit.remote(t, cfg.embed.output))
+    training, input_var = ray.get(fit.remote(t, embeddings.root))
     log(f"[tokenizer] trained {t.kind} {t.levels}x{t.codebook_size} in {training['seconds']} s")
 
     t1 = time.perf_counter()
-    assigned = assign_codes(out, cfg.embed.output, t.assign)
+    assigned = assign_codes(out.root, embeddings.root, t.assign)
     assign_seconds = time.perf_counter() - t1
     context = {
-        "embedding": {"output": cfg.embed.output, "model": embed_manifest["model"], "dim": embed_manifest["dim"],
+        "embedding": {"output": embeddings.root, "model": embed_manifest["model"], "dim": embed_manifest["dim"],
                       "prefix": embed_manifest["prefix"]},
         "corpus": embed_manifest["corpus"],
         "training": training,
         "seconds": {"train": training["seconds"], "assign": round(assign_seconds, 2),
                     "total": round(time.perf_counter() - t0, 2)},
     }
-    return finalize(assigned, t, input_var, context, log=log)
+    finalize(assigned, t, input_var, context, log=log)
+    return out
