@@ -77,3 +77,6 @@ def test_levers_summary_averages_seeds_and_lists_each_evaluation_set_once():
     assert "| a | 600 | 2 | 0.7000 ± 0.1414 | 0.5000 ± 0.0000 |" in text
     assert "| b | 600 | 1 | 0.7000 | 0.5000 |" in text and "a (prior only)" in text
     assert text.count("like_rate (pairs of a, b)") == 1
+    assert "latest" not in text
+    rows[0].update({"hist10_validation_domains_auc": 0.9, "hist10_validation_domains_gauc": 0.6})
+    assert "| a (latest 10 history items) | 600 | 2 | 0.9000 | 0.6000 |" in levers.summary(rows, d)

@@ -22,6 +22,8 @@ if __name__ == "__main__":
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--datasets", nargs="+", default=list(levers.VALIDATION))
     p.add_argument("--output", default="runs/levers")
+    p.add_argument("--history-items", type=int, nargs="*", default=[],
+                   help="also score each model reading only its histories' latest N items (one row per N)")
     args = p.parse_args()
     try:
         variants = {}
@@ -32,7 +34,7 @@ if __name__ == "__main__":
     except config.ConfigError as e:
         p.exit(2, f"config error: {e}\n")
     rows = levers.run(args.config, variants, args.seeds, args.steps, args.output, Embeddings(cfg.embed.output).load(),
-                      datasets=tuple(args.datasets))
+                      datasets=tuple(args.datasets), history_caps=tuple(args.history_items))
     text = levers.summary(rows, tuple(args.datasets))
     storage.write_bytes(text.encode(), Levers(args.output).summary_md)
     print(text)

@@ -41,9 +41,11 @@ def baseline_metrics(cfg: Config, name: str, table: bl.EmbeddingTable, knn_k: in
 
 
 def run(config_path: str, variants: dict[str, list[str]], seeds: list[int], steps: int, output: str,
-        embeddings: tuple, datasets=VALIDATION, log: Callable[[str], None] = print) -> list[dict]:
-    """Each variant (dotted overrides of ``config_path``) x seed: trial.downstream on ``datasets``; rows
-    appended to ``output``/results.jsonl as they finish (a rerun skips the rows already there)."""
+        embeddings: tuple, datasets=VALIDATION, log: Callable[[str], None] = print,
+        history_caps: tuple[int, ...] = ()) -> list[dict]:
+    """Each variant (dotted overrides of ``config_path``) x seed: trial.downstream on ``datasets`` (each
+    model also scored reading only its histories' latest N items, N in ``history_caps``); rows appended to
+    ``output``/results.jsonl as they finish (a rerun skips the rows already there)."""
     path = Levers(output).results_jsonl
     done = []
     if storage.exists(path):
@@ -66,7 +68,7 @@ def run(config_path: str, variants: dict[str, list[str]], seeds: list[int], step
                 continue
             t0 = time.perf_counter()
             c = config_mod.load(config_path, [*overrides, f"pretrain.seed={seed}"])
-            out = trial.downstream(c, index, steps, 0, datasets=datasets, prior_only=True)
+            out = trial.downstream(c, index, steps, 0, datasets=datasets, prior_only=True, history_caps=history_caps)
             row = {"variant": name, "seed": seed, "steps": steps, "overrides": overrides, **out,
                    "seconds": round(time.perf_counter() - t0, 1)}
             rows.append(row)
@@ -93,7 +95,9 @@ def summary(rows: list[dict], datasets=VALIDATION) -> str:
         if r["seed"] != "baselines":
             keyed.setdefault((r["variant"], r["steps"]), []).append(r)
     for (variant, steps), rs in keyed.items():
-        for prefix, label in (("", variant), ("prior_only_", f"{variant} (prior only)")):
+        caps = sorted({int(k[4:k.index("_")]) for r in rs for k in r if k.startswith("hist") and "_" in k})
+        for prefix, label in (("", variant), ("prior_only_", f"{variant} (prior only)"),
+                              *((f"hist{n}_", f"{variant} (latest {n} history items)") for n in caps)):
             cells = [cell([r.get(f"{prefix}{d}_{k}") for r in rs]) for d in datasets for k in ("auc", "gauc")]
             lines.append(f"| {label} | {steps} | {len(rs)} | " + " | ".join(cells) + " |")
     # baselines: once per distinct evaluation set (variants sharing a corpus share them)

@@ -51,11 +51,12 @@ def tokenizer_metrics(cfg: Config, domains, item_ids, x: np.ndarray,
 
 
 def downstream(cfg: Config, index: ItemIndex, steps: int, max_users: int, datasets=("unseen_domains", "unseen_users"),
-               prior_only: bool = False) -> dict:
+               prior_only: bool = False, history_caps: tuple[int, ...] = ()) -> dict:
     """A short pretraining of ``cfg.pretrain.model`` (plain loop, ``steps`` optimizer steps, ``pretrain.objective``)
     on the corpus's histories in these concept IDs, then zero-shot AUC/GAUC on the corpus's held-out pairs
     (first ``max_users`` users; 0 = all) by the objective's scoring rule, and with ``prior_only`` the same
-    model reading no history."""
+    model reading no history, and with ``history_caps`` the same model reading only each history's latest
+    N items (keys ``hist<N>_<dataset>_auc``)."""
     # the learning-rate schedule fits the short run: warmup at most a tenth of it, cosine to its last step
     p = replace(cfg.pretrain, max_steps=steps, warmup_steps=min(cfg.pretrain.warmup_steps, max(1, steps // 10)))
     vocab = model_vocab(index.vocab, p.objective)
@@ -71,6 +72,8 @@ def downstream(cfg: Config, index: ItemIndex, steps: int, max_users: int, datase
     scorers = {"": ConceptScorer(model, index, (p.block_len - 1) // vocab.tokens_per_step - 1, vocab, rule)}
     if prior_only:
         scorers["prior_only_"] = ConceptScorer(model, index, 0, vocab, rule)
+    for n in history_caps:
+        scorers[f"hist{n}_"] = ConceptScorer(model, index, n, vocab, rule)
     for name in datasets:
         pairs = eval_pairs(cfg, name, max_users)
         if pairs is None:
