@@ -12,6 +12,10 @@ repair what a stage wrote; reads go through storage's retry budget.
     Evaluation   eval.output        results (JSON, Markdown, chart), prepared RecBench directories
     Finetuning   finetune.output    training sequences, a Pretraining and an Evaluation of its own
     Sweep        sweep.output       table, results and plot of a Ray Tune sweep
+    Levers       tune/zero_shot.py  the validation levers' rows and table
+
+A file is a ``File``: read on the class it is the name relative to the root (what a manifest lists), read
+on a handle it is the full path.
 """
 from __future__ import annotations
 
@@ -25,6 +29,29 @@ import pyarrow.compute as pc
 from recbase import storage
 
 MANIFEST = "manifest.json"
+
+
+class File:
+    """A file (or directory) of a stage's output: on the class its name relative to the root, on a
+    handle its path."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, handle: "Output | None", owner: type | None = None) -> str:
+        return self.name if handle is None else handle.path(self.name)
+
+
+class Inner(File):
+    """Another stage's output kept inside this one: on the class its directory name, on a handle the
+    inner output's handle."""
+
+    def __init__(self, kind: type, name: str) -> None:
+        super().__init__(name)
+        self.kind = kind
+
+    def __get__(self, handle: "Output | None", owner: type | None = None):
+        return self.name if handle is None else self.kind(handle.path(self.name))
 
 
 @dataclass(frozen=True)
@@ -67,40 +94,20 @@ class Corpus(Output):
     stage: ClassVar[str] = "data"
     job: ClassVar[str] = "jobs/prepare_corpus.py"
     what: ClassVar[str] = "prepared corpus"
-    # relative to the root, as the manifest lists them
-    FILES: ClassVar[dict[str, str]] = {
-        "items": "items.parquet",
-        "interactions": "interactions.parquet",
-        "rejects": "rejects.parquet",
-        "histories": "pretrain/histories.parquet",
-        "item_stats": "pretrain/item_stats.parquet",
-    }
-    PAIRS_DIR: ClassVar[str] = "eval"
-
-    @property
-    def items(self) -> str:
-        return self.path(self.FILES["items"])
-
-    @property
-    def interactions(self) -> str:
-        return self.path(self.FILES["interactions"])
-
-    @property
-    def rejects(self) -> str:
-        return self.path(self.FILES["rejects"])
-
-    @property
-    def histories(self) -> str:
-        return self.path(self.FILES["histories"])
-
-    @property
-    def item_stats(self) -> str:
-        return self.path(self.FILES["item_stats"])
+    items = File("items.parquet")
+    interactions = File("interactions.parquet")
+    rejects = File("rejects.parquet")
+    histories = File("pretrain/histories.parquet")
+    item_stats = File("pretrain/item_stats.parquet")
+    pairs_dir = File("eval")
+    # the manifest's "files" (evaluation pairs are added per dataset)
+    FILES: ClassVar[dict[str, str]] = {k: v.name for k, v in (("items", items), ("interactions", interactions),
+                                       ("rejects", rejects), ("histories", histories), ("item_stats", item_stats))}
 
     @classmethod
     def pairs_file(cls, name: str) -> str:
         """Evaluation pairs ``name`` relative to the root."""
-        return f"{cls.PAIRS_DIR}/{name}.parquet"
+        return f"{cls.pairs_dir}/{name}.parquet"
 
     def pairs(self, name: str) -> str:
         return self.path(self.pairs_file(name))
@@ -111,11 +118,7 @@ class Embeddings(Output):
     stage: ClassVar[str] = "embed"
     job: ClassVar[str] = "jobs/embed.py"
     what: ClassVar[str] = "embeddings"
-    SHARDS: ClassVar[str] = "shards"
-
-    @property
-    def shards(self) -> str:
-        return self.path(self.SHARDS)
+    shards = File("shards")
 
     def shard_files(self) -> list[str]:
         return storage.list_files(self.shards, ".parquet")
@@ -150,15 +153,11 @@ class TokenizerOutput(Output):
     stage: ClassVar[str] = "tokenizer"
     job: ClassVar[str] = "jobs/train_tokenizer.py"
     what: ClassVar[str] = "trained tokenizer"
-    WEIGHTS: ClassVar[str] = "tokenizer.pt"
-    SPEC: ClassVar[str] = "tokenizer.json"
-    CONCEPT_IDS: ClassVar[str] = "concept_ids.parquet"
-    METRICS: ClassVar[str] = "metrics.json"
-    USAGE_PNG: ClassVar[str] = "usage.png"
-
-    @property
-    def concept_ids(self) -> str:
-        return self.path(self.CONCEPT_IDS)
+    weights = File("tokenizer.pt")
+    spec = File("tokenizer.json")
+    concept_ids = File("concept_ids.parquet")
+    metrics = File("metrics.json")
+    usage_png = File("usage.png")
 
 
 @dataclass(frozen=True)
@@ -170,9 +169,9 @@ class ExportedModel(Output):
     stage: ClassVar[str] = "pretrain"
     job: ClassVar[str] = "jobs/pretrain.py"
     what: ClassVar[str] = "exported model"
-    HF_CONFIG: ClassVar[str] = "config.json"  # Hugging Face's name: present in every model directory
-    META: ClassVar[str] = "recbase.json"
-    CONCEPT_IDS: ClassVar[str] = TokenizerOutput.CONCEPT_IDS
+    HF_CONFIG: ClassVar[str] = "config.json"  # Hugging Face's own name, present in every model directory
+    meta_json = File("recbase.json")
+    concept_ids = TokenizerOutput.__dict__["concept_ids"]  # the same map, under the same name
 
     @classmethod
     def find(cls, path: str) -> "ExportedModel":
@@ -183,20 +182,16 @@ class ExportedModel(Output):
         if storage.exists(inner.path(cls.HF_CONFIG)):
             return inner
         raise FileNotFoundError(f"{path}: neither a Hugging Face model directory nor a pretraining output "
-                                f"with {Pretraining.MODEL}/")
-
-    @property
-    def concept_ids(self) -> str:
-        return self.path(self.CONCEPT_IDS)
+                                f"with {Pretraining.model}/")
 
     def complete(self) -> bool:
-        return storage.exists(self.path(self.META))
+        return storage.exists(self.meta_json)
 
     def meta(self) -> dict:
-        return storage.read_json(self.path(self.META))
+        return storage.read_json(self.meta_json)
 
     def write_meta(self, meta: dict) -> None:
-        storage.write_json(meta, self.path(self.META))
+        storage.write_json(meta, self.meta_json)
 
 
 @dataclass(frozen=True)
@@ -204,21 +199,9 @@ class Pretraining(Output):
     stage: ClassVar[str] = "pretrain"
     job: ClassVar[str] = "jobs/pretrain.py"
     what: ClassVar[str] = "pretrained model"
-    MODEL: ClassVar[str] = "model"
-    HISTORY: ClassVar[str] = "history.json"
-    LOSS_PNG: ClassVar[str] = "loss.png"
-
-    @property
-    def model(self) -> ExportedModel:
-        return ExportedModel(self.path(self.MODEL))
-
-    @property
-    def history(self) -> str:
-        return self.path(self.HISTORY)
-
-    @property
-    def loss_png(self) -> str:
-        return self.path(self.LOSS_PNG)
+    model = Inner(ExportedModel, "model")
+    history = File("history.json")
+    loss_png = File("loss.png")
 
 
 @dataclass(frozen=True)
@@ -226,26 +209,14 @@ class Evaluation(Output):
     stage: ClassVar[str] = "eval"
     job: ClassVar[str] = "jobs/evaluate.py"
     what: ClassVar[str] = "evaluation"
-    RESULTS_JSON: ClassVar[str] = "results.json"
-    RESULTS_MD: ClassVar[str] = "results.md"
-    AUC_PNG: ClassVar[str] = "auc.png"
-    DATASETS: ClassVar[str] = "datasets"
-
-    @property
-    def results_json(self) -> str:
-        return self.path(self.RESULTS_JSON)
-
-    @property
-    def results_md(self) -> str:
-        return self.path(self.RESULTS_MD)
-
-    @property
-    def auc_png(self) -> str:
-        return self.path(self.AUC_PNG)
+    results_json = File("results.json")
+    results_md = File("results.md")
+    auc_png = File("auc.png")
+    datasets = File("datasets")
 
     def dataset(self, label: str) -> "PreparedDataset":
         """Where a RecBench-style directory is prepared for this evaluation."""
-        return PreparedDataset(storage.join(self.root, self.DATASETS, label))
+        return PreparedDataset(storage.join(self.datasets, label))
 
 
 @dataclass(frozen=True)
@@ -256,18 +227,9 @@ class PreparedDataset(Output):
     stage: ClassVar[str] = "eval"
     job: ClassVar[str] = "jobs/evaluate.py"
     what: ClassVar[str] = "prepared dataset"
-
-    @property
-    def corpus(self) -> Corpus:
-        return Corpus(self.path("corpus"))
-
-    @property
-    def embeddings(self) -> Embeddings:
-        return Embeddings(self.path("embeddings"))
-
-    @property
-    def index(self) -> "TokenizerOutput":
-        return TokenizerOutput(self.path("index"))
+    corpus = Inner(Corpus, "corpus")
+    embeddings = Inner(Embeddings, "embeddings")
+    index = Inner(TokenizerOutput, "index")
 
 
 @dataclass(frozen=True)
@@ -277,19 +239,9 @@ class Finetuning(Output):
     stage: ClassVar[str] = "finetune"
     job: ClassVar[str] = "jobs/finetune.py"
     what: ClassVar[str] = "fine-tuning"
-    SEQUENCES: ClassVar[str] = "data/histories.parquet"
-
-    @property
-    def sequences(self) -> str:
-        return self.path(self.SEQUENCES)
-
-    @property
-    def training(self) -> Pretraining:
-        return Pretraining(self.path("model"))
-
-    @property
-    def evaluation(self) -> Evaluation:
-        return Evaluation(self.path("eval"))
+    sequences = File("data/histories.parquet")
+    training = Inner(Pretraining, "model")
+    evaluation = Inner(Evaluation, "eval")
 
 
 @dataclass(frozen=True)
@@ -299,19 +251,11 @@ class Sweep(Output):
     stage: ClassVar[str] = "sweep"
     job: ClassVar[str] = "tune/sweep.py"
     what: ClassVar[str] = "sweep"
-    RESULTS_JSON: ClassVar[str] = "results.json"
-    TABLE_MD: ClassVar[str] = "table.md"
-    CODEBOOK_PNG: ClassVar[str] = "figure2.png"
-    ABLATION_PNG: ClassVar[str] = "ablation.png"
-    TRIAL_METRICS: ClassVar[str] = "metrics.json"  # inside each trial's Tune checkpoint
-
-    @property
-    def results_json(self) -> str:
-        return self.path(self.RESULTS_JSON)
-
-    @property
-    def table_md(self) -> str:
-        return self.path(self.TABLE_MD)
+    results_json = File("results.json")
+    table_md = File("table.md")
+    codebook_png = File("figure2.png")
+    ablation_png = File("ablation.png")
+    trial_metrics = File("metrics.json")  # inside each trial's Tune checkpoint
 
 
 @dataclass(frozen=True)
@@ -321,25 +265,19 @@ class Levers(Output):
     stage: ClassVar[str] = "levers"
     job: ClassVar[str] = "tune/zero_shot.py"
     what: ClassVar[str] = "lever results"
-    RESULTS_JSONL: ClassVar[str] = "results.jsonl"
-    SUMMARY_MD: ClassVar[str] = "summary.md"
+    results_jsonl = File("results.jsonl")
+    summary_md = File("summary.md")
 
-    @property
-    def results_jsonl(self) -> str:
-        return self.path(self.RESULTS_JSONL)
 
-    @property
-    def summary_md(self) -> str:
-        return self.path(self.SUMMARY_MD)
+HANDLES = (Corpus, Embeddings, TokenizerOutput, ExportedModel, Pretraining, Evaluation, PreparedDataset, Finetuning,
+           Sweep, Levers)
 
 
 def file_names() -> set[str]:
     """Every stage-output file name this module spells (the test that no other module does reads it)."""
     names = {MANIFEST}
-    for cls in (Corpus, Embeddings, TokenizerOutput, ExportedModel, Pretraining, Evaluation, Finetuning, Sweep, Levers):
-        for key, value in vars(cls).items():
-            if key.isupper() and isinstance(value, str) and "." in value:
-                names.add(value)
-    names.update(n.rsplit("/", 1)[-1] for n in Corpus.FILES.values())
-    names.discard(ExportedModel.HF_CONFIG)  # Hugging Face's own name, read by transformers everywhere
+    for cls in HANDLES:
+        for value in vars(cls).values():
+            if isinstance(value, File) and "." in value.name:
+                names.add(value.name.rsplit("/", 1)[-1])
     return names

@@ -143,7 +143,7 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     split_report, pretraining, tables = _split(cfg, items, inter, given)
     files = dict(Corpus.FILES)
     for name in tables:
-        files[f"{Corpus.PAIRS_DIR}/{name}"] = Corpus.pairs_file(name)
+        files[f"{Corpus.pairs_dir}/{name}"] = Corpus.pairs_file(name)
 
     t_write = time.perf_counter()
     storage.write_parquet(pa.Table.from_pandas(items[ITEMS.names], schema=ITEMS, preserve_index=False), corpus.items)

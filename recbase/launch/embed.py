@@ -103,7 +103,7 @@ def run(e: EmbedConfig, corpus: Corpus, log: Callable[[str], None] = print) -> E
         "resumed_from": n_done,
         "corpus": corpus.root,
         "text_format": corpus_manifest["text_format"],
-        "files": {"shards": Embeddings.SHARDS},
+        "files": {"shards": Embeddings.shards},
         "seconds": round(seconds, 2),
         "items_per_s": round((n_items - n_done) / seconds, 1) if seconds > 0 else None,
         "actors": {"concurrency": a.concurrency, "num_cpus": a.num_cpus, "num_gpus": gpus, "threads": a.threads},

@@ -280,7 +280,7 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
     storage.write_json(results, out.results_json)
     storage.write_bytes(md.encode(), out.results_md)
     report.plot(results, out.auc_png)
-    manifest = {"files": {"results": out.RESULTS_JSON, "table": out.RESULTS_MD, "chart": out.AUC_PNG},
+    manifest = {"files": {"results": Evaluation.results_json, "table": Evaluation.results_md, "chart": Evaluation.auc_png},
                 "model": mdir, "models": models, "config": to_dict(e), "summary": {
                     n: {m: round(r["auc"], 4) for m, r in d["methods"].items()} for n, d in results["datasets"].items()}}
     out.write_manifest(manifest)

@@ -54,7 +54,7 @@ class Inputs:
     tokenizer manifest (the tokenizer stage's output, or the exported model fine-tuning starts from)."""
 
     histories: str
-    concept_ids: str
+    concept_dir: str
 
     @classmethod
     def of(cls, p: PretrainConfig, corpus: Corpus, tokenizer: TokenizerOutput | ExportedModel) -> "Inputs":
@@ -65,7 +65,7 @@ def blocks(p: PretrainConfig, inputs: Inputs, validation: bool) -> "ray.data.Dat
     ds = ray.data.read_parquet(inputs.histories, num_cpus=IO_CPUS)
     ds = ds.map_batches(_select_users, fn_kwargs={"validation": validation, "fraction": p.val_fraction,
                                                   "seed": p.seed}, batch_format="pyarrow", num_cpus=IO_CPUS)
-    return ds.map_batches(_to_blocks, fn_kwargs={"tokenizer_dir": inputs.concept_ids, "block_len": p.block_len,
+    return ds.map_batches(_to_blocks, fn_kwargs={"tokenizer_dir": inputs.concept_dir, "block_len": p.block_len,
                                                  "objective": p.objective},
                           batch_size=BLOCK_ROWS, batch_format="numpy", num_cpus=0.25)
 
@@ -140,7 +140,7 @@ def run(p: PretrainConfig, corpus: Corpus, tokenizer: TokenizerOutput | Exported
     if done is not None:
         return stage
     inputs = Inputs.of(p, corpus, tokenizer)
-    tok_manifest = tokenizer_manifest(inputs.concept_ids)
+    tok_manifest = tokenizer_manifest(inputs.concept_dir)
     vocab = model_vocab(Vocab.from_manifest(tok_manifest), p.objective)
     t0 = time.perf_counter()
     session.init()
@@ -190,7 +190,7 @@ def run(p: PretrainConfig, corpus: Corpus, tokenizer: TokenizerOutput | Exported
     final = history[-1]
     exported = stage.model
     # the concept-ID map the model was trained on: the tokenizer stage's, or the starting model's
-    with storage.open_binary(storage.join(inputs.concept_ids, TokenizerOutput.CONCEPT_IDS)) as f:
+    with storage.open_binary(storage.join(inputs.concept_dir, TokenizerOutput.concept_ids)) as f:
         storage.write_bytes(f.read(), exported.concept_ids)
     exported.write_meta({"vocab": vocab.to_dict(), "tokenizer": tok_manifest, "block_len": p.block_len,
                          "objective": p.objective, "corpus": corpus.root})
@@ -209,9 +209,9 @@ def run(p: PretrainConfig, corpus: Corpus, tokenizer: TokenizerOutput | Exported
         "baselines": {"unigram_val_loss": unigram, "level_unigram_val_loss": level_unigram,
                       "uniform_val_loss": math.log(vocab.size)},
         "tokens_per_s": final.get("tokens_per_s"),
-        "files": {"model": stage.MODEL, "history": stage.HISTORY, "loss_png": stage.LOSS_PNG},
+        "files": {"model": Pretraining.model, "history": Pretraining.history, "loss_png": Pretraining.loss_png},
         "checkpoints": run_dir,
-        "tokenizer": inputs.concept_ids,
+        "tokenizer": inputs.concept_dir,
         "histories": inputs.histories,
         "config": to_dict(p),
         "seconds": round(seconds, 1),

@@ -39,7 +39,7 @@ def _trainable(params: dict, cfgs: list, embeddings: dict, sweep: SweepConfig) -
                     downstream_steps=sweep.downstream_steps if sweep.downstream else 0,
                     downstream_users=sweep.downstream_users)
     with tempfile.TemporaryDirectory() as d:  # the trial's result lives in the sweep's storage
-        with open(os.path.join(d, Sweep.TRIAL_METRICS), "w") as f:
+        with open(os.path.join(d, Sweep.trial_metrics), "w") as f:
             json.dump(out, f)
         tune.report({**last, "result_json": json.dumps(out)}, checkpoint=tune.Checkpoint.from_directory(d))
 
@@ -118,18 +118,18 @@ def run(sweep: SweepConfig, log: Callable[[str], None] = print) -> dict:
         raise RuntimeError(f"sweep {sweep.name} interrupted: {unfinished} of {len(trials)} trials did not finish "
                            f"({len(rows)} did); rerun the same command to resume it from {path}")
     rows.sort(key=lambda r: r["overrides"])
-    files = {"results": out.RESULTS_JSON, "table": out.TABLE_MD}
+    files = {"results": Sweep.results_json, "table": Sweep.table_md}
     if sweep.kind == "codebook":
         table = report.codebook_table(rows)
         if rows:
-            report.plot_codebook(rows, out.path(out.CODEBOOK_PNG))
-            files["plot"] = out.CODEBOOK_PNG
+            report.plot_codebook(rows, out.codebook_png)
+            files["plot"] = Sweep.codebook_png
     else:
         order = list(sweep.variants) or [""]
         table = report.ablation_table(rows, order)
         if rows:
-            report.plot_ablation(rows, order, out.path(out.ABLATION_PNG))
-            files["plot"] = out.ABLATION_PNG
+            report.plot_ablation(rows, order, out.ablation_png)
+            files["plot"] = Sweep.ablation_png
     if stopped:
         table += f"\n{len(stopped)} trial(s) stopped early by ASHA (not in the table).\n"
     if failed:

@@ -160,7 +160,7 @@ def tokenizer_manifest(path: str) -> dict:
         return tokenizer.manifest()
     if model.complete():
         return model.meta()["tokenizer"]
-    raise FileNotFoundError(f"{path}: no tokenizer ({MANIFEST}) and no exported model ({ExportedModel.META}); "
+    raise FileNotFoundError(f"{path}: no tokenizer ({MANIFEST}) and no exported model ({ExportedModel.meta_json}); "
                             f"run {TokenizerOutput.job} first")
 
 

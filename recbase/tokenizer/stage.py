@@ -97,8 +97,8 @@ def finalize(assigned: pd.DataFrame, cfg: TokenizerConfig, input_var: float, con
     m["collision_rate_after_dedup"] = metrics.collision_rate(np.concatenate([codes, d[:, None]], 1))
     out = TokenizerOutput(cfg.output)
     title = f"{cfg.kind} {cfg.levels}x{cfg.codebook_size}: collisions {m['collision_rate']:.2%}"
-    metrics.plot_usage(codes, cfg.codebook_size, out.path(out.USAGE_PNG), title)
-    storage.write_json({**m, "training": context.get("training", {})}, out.path(out.METRICS))
+    metrics.plot_usage(codes, cfg.codebook_size, out.usage_png, title)
+    storage.write_json({**m, "training": context.get("training", {})}, out.metrics)
     log(f"[tokenizer] {title}; utilisation per level "
         f"{[round(l['utilization'], 3) for l in m['levels']]}, dedup size {m['dedup_size']}")
 
@@ -111,7 +111,7 @@ def finalize(assigned: pd.DataFrame, cfg: TokenizerConfig, input_var: float, con
     if problems and cfg.enforce_quality_gate:
         raise QualityGateError(
             "tokenizer quality gate failed: " + "; ".join(problems)
-            + f". See {out.path(out.USAGE_PNG)}; change the thresholds or set tokenizer.enforce_quality_gate=false."
+            + f". See {out.usage_png}; change the thresholds or set tokenizer.enforce_quality_gate=false."
         )
 
     storage.write_parquet(concept_table(assigned["domain"], assigned["item_id"], codes, d), out.concept_ids)
@@ -122,7 +122,8 @@ def finalize(assigned: pd.DataFrame, cfg: TokenizerConfig, input_var: float, con
         "codebook_size": cfg.codebook_size,
         "dedup_size": m["dedup_size"],
         "items": m["items"],
-        "files": {"tokenizer": ".", "concept_ids": out.CONCEPT_IDS, "metrics": out.METRICS, "usage_png": out.USAGE_PNG},
+        "files": {"tokenizer": ".", "concept_ids": TokenizerOutput.concept_ids, "metrics": TokenizerOutput.metrics,
+                  "usage_png": TokenizerOutput.usage_png},
         "metrics": m,
         "quality_gate": {"passed": not problems, "problems": problems},
         "config": to_dict(cfg),

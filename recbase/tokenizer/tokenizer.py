@@ -13,7 +13,7 @@ from recbase.config import TokenizerConfig, from_dict, to_dict
 from recbase.tokenizer import clvae
 from recbase.tokenizer.rqkmeans import RQKMeans
 
-WEIGHTS, META = TokenizerOutput.WEIGHTS, TokenizerOutput.SPEC
+WEIGHTS, META = TokenizerOutput.weights, TokenizerOutput.spec
 
 
 class Tokenizer:

@@ -282,7 +282,7 @@ def export(engine, dest: str, history: list[dict], rank0: bool) -> None:
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
         if rank0:
             with tempfile.TemporaryDirectory() as d:
-                local = os.path.join(d, out.MODEL)
+                local = os.path.join(d, Pretraining.model)
                 module.save_pretrained(local, safe_serialization=True)
                 module.generation_config.save_pretrained(local)
                 storage.put_dir(local, out.model.root)

@@ -1,0 +1,35 @@
+"""The stage-output handles: names on the class, paths and inner handles on an instance, manifests last."""
+import pytest
+
+from recbase import artifacts
+from recbase.artifacts import Corpus, Evaluation, ExportedModel, Finetuning, Pretraining
+
+
+def test_a_file_is_its_name_on_the_class_and_its_path_on_a_handle(tmp_path):
+    assert Corpus.items == "items.parquet" and Corpus(str(tmp_path)).items == f"{tmp_path}/items.parquet"
+    assert Corpus(str(tmp_path)).pairs("unseen_users") == f"{tmp_path}/eval/unseen_users.parquet"
+    ft = Finetuning(str(tmp_path / "ft"))
+    assert Finetuning.training == "model" and isinstance(ft.training, Pretraining)
+    assert ft.training.model.root == f"{tmp_path}/ft/model/model" and isinstance(ft.training.model, ExportedModel)
+    assert ft.evaluation.results_md == f"{tmp_path}/ft/eval/results.md"
+    assert Evaluation(str(tmp_path)).dataset("rb").index.concept_ids == f"{tmp_path}/datasets/rb/index/concept_ids.parquet"
+
+
+def test_a_manifest_marks_the_output_complete_and_a_missing_one_names_the_job(tmp_path):
+    out = Corpus(str(tmp_path / "c"))
+    assert not out.complete()
+    with pytest.raises(FileNotFoundError, match=r"manifest.json: no prepared corpus; run jobs/prepare_corpus.py first"):
+        out.manifest()
+    out.write_manifest({"ok": 1})
+    assert out.complete() and out.manifest() == {"ok": 1}
+    assert out.reuse(False, lambda s: None) == {"ok": 1} and out.reuse(True, lambda s: None) is None
+
+
+def test_an_exported_model_is_found_in_a_pretraining_output(tmp_path):
+    pre = Pretraining(str(tmp_path / "pt"))
+    (tmp_path / "pt/model").mkdir(parents=True)
+    (tmp_path / "pt/model" / ExportedModel.HF_CONFIG).write_text("{}")
+    assert ExportedModel.find(pre.root) == pre.model == ExportedModel.find(pre.model.root)
+    with pytest.raises(FileNotFoundError, match="neither a Hugging Face model directory nor a pretraining output with model/"):
+        ExportedModel.find(str(tmp_path))
+    assert "recbase.json" in artifacts.file_names() and "config.json" not in artifacts.file_names()
