@@ -88,7 +88,8 @@ def ray_run(cfg_path: str, overrides: list[str], steps: int, warmup: int, out: s
         f"pretrain.output={out}", f"pretrain.max_steps={steps}", f"pretrain.log_every={log_every}",
         f"pretrain.eval_every={steps}", f"pretrain.checkpoint_every={steps}", "pretrain.workers.concurrency=1"])
     t0 = time.perf_counter()
-    pretrain.run(cfg.pretrain, Corpus(cfg.data.output), TokenizerOutput(cfg.tokenizer.output), log=lambda s: None)
+    corpus = Corpus(cfg.data.output)
+    pretrain.run(cfg.pretrain, pretrain.Inputs.of(corpus, TokenizerOutput(cfg.tokenizer.output)), corpus, log=lambda s: None)
     wall = time.perf_counter() - t0
     history = storage.read_json(Pretraining(out).history)
     return steady(history, warmup, log_every, cfg.pretrain.micro_batch_size * cfg.pretrain.block_len), wall

@@ -82,7 +82,8 @@ def pretrain_main(argv: list[str] | None = None) -> int:
     from recbase.launch import pretrain
 
     _, cfg = parse(argv, "Pretrain the decoder on concept-ID sequences (Ray Train + DeepSpeed).")
-    pretrain.run(cfg.pretrain, Corpus(cfg.data.output), TokenizerOutput(cfg.tokenizer.output))
+    corpus = Corpus(cfg.data.output)
+    pretrain.run(cfg.pretrain, pretrain.Inputs.of(corpus, TokenizerOutput(cfg.tokenizer.output)), corpus)
     return 0
 
 
@@ -132,7 +133,7 @@ def pipeline_main(argv: list[str] | None = None) -> int:
     embeddings = embed.run(cfg.embed, corpus)
     tokenizer = tokenize.run(cfg.tokenizer, embeddings)
     print(describe(tokenizer.manifest()))
-    pretrained = pretrain.run(cfg.pretrain, corpus, tokenizer)
+    pretrained = pretrain.run(cfg.pretrain, pretrain.Inputs.of(corpus, tokenizer), corpus)
     model = ExportedModel.find(cfg.eval.model) if cfg.eval.model else pretrained.model
     evaluate.run(cfg.eval, model, encoder=cfg.embed, assign=cfg.tokenizer.assign)
     if cfg.finetune.steps:

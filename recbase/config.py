@@ -317,11 +317,6 @@ class PretrainConfig:
     # false: delete this run's checkpoints first and start from step 0
     resume: bool = True
     force: bool = False
-    # fine-tuning: an exported model directory to start from ("" = random initialisation); its own
-    # concept-ID map and vocabulary are used, so the tokenizer stage's output is not needed
-    init_from: str = ""
-    # the history Parquet to train on ("" = the corpus's pretraining histories)
-    histories: str = ""
 
     def __post_init__(self) -> None:
         if self.zero_stage not in (0, 1, 2, 3):

@@ -188,7 +188,9 @@ def pretrained_run(tmp_path_factory, default_tokenized, ray_session):
     t0 = time.time()
     from recbase.artifacts import Corpus, TokenizerOutput
 
-    m = pretrain.run(cfg.pretrain, Corpus(cfg.data.output), TokenizerOutput(cfg.tokenizer.output), log=lambda s: None).manifest()
+    corpus = Corpus(cfg.data.output)
+    inputs = pretrain.Inputs.of(corpus, TokenizerOutput(cfg.tokenizer.output))
+    m = pretrain.run(cfg.pretrain, inputs, corpus, log=lambda s: None).manifest()
     killer.join(timeout=5)
     return {"out": out, "manifest": m, "killed": killed, "t0": t0, "seconds": time.time() - t0, "cfg": cfg, "overrides": list(default_tokenized)}
 

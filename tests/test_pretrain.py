@@ -48,7 +48,7 @@ def test_worker_killed_mid_run_resumes_from_checkpoint_and_exports(pretrained_ru
     gen = model.generate(prompt, max_new_tokens=t, do_sample=False)  # [1, 1 + 4 t]
     assert gen.shape == (1, prompt.shape[1] + t)
     # the same weights under DeepSpeed and under transformers: identical validation loss on one block
-    inputs = pretrain.Inputs.of(cfg.pretrain, Corpus(cfg.data.output), TokenizerOutput(cfg.tokenizer.output))
+    inputs = pretrain.Inputs.of(Corpus(cfg.data.output), TokenizerOutput(cfg.tokenizer.output))
     batch = next(iter(pretrain.blocks(cfg.pretrain, inputs, validation=True).iter_batches(batch_size=4, batch_format="numpy")))
     ids, labels = torch.as_tensor(batch["input_ids"]).long(), torch.as_tensor(batch["labels"]).long()
     with torch.no_grad():

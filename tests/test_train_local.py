@@ -111,3 +111,21 @@ def test_the_loop_learns_in_one_process(setup, tmp_path):
     ctx, last, _ = run(longer, vocab, data, data, None)
     assert last["loss"] < 0.5 * ctx.history[0]["loss"]
     assert torch.distributed.get_world_size() == 1
+
+
+def test_training_can_start_from_an_exported_model(setup, tmp_path):
+    """Fine-tuning's start: the exported weights, not a fresh model (its first loss is the trained one's)."""
+    from recbase.artifacts import Pretraining
+
+    vocab, cfg, _, _ = setup
+    ids = np.tile(np.arange(3, 20)[None], (8, 1))
+    data = {"input_ids": ids, "labels": ids.copy()}
+    trained = dataclasses.replace(cfg, max_steps=20, lr=1e-2, checkpoint_every=100, eval_every=100)
+    ctx, last, _ = run(trained, vocab, data, data, None, export_to=str(tmp_path / "pt"))
+    fresh, _, _ = run(dataclasses.replace(cfg, max_steps=1), vocab, data, data, None)
+    local.world_of_one()
+    cont = local.LocalContext(data, data, cfg.micro_batch_size, seed=cfg.seed)
+    loop.train(dataclasses.replace(cfg, max_steps=1), vocab, cont, log=lambda s: None,
+               init_from=Pretraining(str(tmp_path / "pt")).model.root)
+    assert cont.history[0]["loss"] < 0.5 * fresh.history[0]["loss"]
+    assert cont.history[0]["loss"] == pytest.approx(last["loss"], rel=0.5)

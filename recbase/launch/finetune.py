@@ -64,11 +64,11 @@ def run(f: FinetuneConfig, model: ExportedModel, base: PretrainConfig, e: EvalCo
     log(f"[finetune] {ds.label}: {table.num_rows:,} users' histories ({sum(map(len, table.column('item_ids').to_pylist())):,} "
         f"items) as training sequences; candidates among them: {overlap}")
     # the export's own objective (its vocabulary has feedback tokens or not), whatever the config says
-    p = replace(base, objective=meta.get("objective", "next_item"), init_from=mdir, histories=path, output=out.training.root, max_steps=f.steps,
+    p = replace(base, objective=meta.get("objective", "next_item"), output=out.training.root, max_steps=f.steps,
                 lr=f.lr, warmup_steps=f.warmup_steps, val_fraction=f.val_fraction, name="finetune", storage_path="",
                 eval_every=min(base.eval_every, f.steps), checkpoint_every=min(base.checkpoint_every, f.steps),
                 force=f.force)
-    trained = pretrain.run(p, Corpus(meta["corpus"]), model, log).manifest()
+    trained = pretrain.run(p, pretrain.Inputs.continuing(model, path), Corpus(meta["corpus"]), log).manifest()
     both = replace(e, model=mdir, finetuned=p.output, datasets=(f.dataset,), baselines=f.baselines,
                    output=out.evaluation.root, force=True)
     results = evaluate.run(both, model, log).manifest()

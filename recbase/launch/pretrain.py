@@ -50,15 +50,22 @@ def _select_users(batch: pa.Table, validation: bool, fraction: float, seed: int)
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
-    """What a pretraining reads: the history Parquet, and the directory holding the concept-ID map and its
-    tokenizer manifest (the tokenizer stage's output, or the exported model fine-tuning starts from)."""
+    """What a pretraining reads: the history Parquet, the directory holding the concept-ID map and its
+    tokenizer manifest, and the exported weights to start from ("" = a fresh model)."""
 
     histories: str
     concept_dir: str
+    init_from: str = ""
 
     @classmethod
-    def of(cls, p: PretrainConfig, corpus: Corpus, tokenizer: TokenizerOutput | ExportedModel) -> "Inputs":
-        return cls(p.histories or corpus.histories, p.init_from or tokenizer.root)
+    def of(cls, corpus: Corpus, tokenizer: TokenizerOutput) -> "Inputs":
+        """A pretraining: the corpus's histories in the tokenizer stage's concept IDs, from scratch."""
+        return cls(corpus.histories, tokenizer.root)
+
+    @classmethod
+    def continuing(cls, model: ExportedModel, histories: str) -> "Inputs":
+        """Fine-tuning: ``histories`` in ``model``'s own concept IDs, from its weights."""
+        return cls(histories, model.root, model.root)
 
 
 def blocks(p: PretrainConfig, inputs: Inputs, validation: bool) -> "ray.data.Dataset":
@@ -120,7 +127,7 @@ class RayContext:
 def _worker(config: dict) -> None:
     session.quiet_ray_train_worker()
     cfg: PretrainConfig = config["cfg"]
-    loop.train(cfg, config["vocab"], RayContext(cfg), export_to=config["output"], log=_say)
+    loop.train(cfg, config["vocab"], RayContext(cfg), export_to=config["output"], log=_say, init_from=config["init_from"])
 
 
 def _say(line: str) -> None:
@@ -130,16 +137,14 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def run(p: PretrainConfig, corpus: Corpus, tokenizer: TokenizerOutput | ExportedModel,
-        log: Callable[[str], None] = print) -> Pretraining:
-    """Pretrain ``p.model`` on ``corpus``'s histories written in ``tokenizer``'s concept IDs (with
-    ``p.init_from``: that exported model's weights and map; ``p.histories``: that history Parquet)."""
+def run(p: PretrainConfig, inputs: Inputs, corpus: Corpus, log: Callable[[str], None] = print) -> Pretraining:
+    """Train ``p.model`` on ``inputs`` (``Inputs.of``: the corpus's histories in the tokenizer's concept IDs;
+    ``Inputs.continuing``: fine-tuning); ``corpus`` is the run's, recorded in the export."""
     out, stage = p.output, Pretraining(p.output)
     done = stage.reuse(p.force, log, accept=lambda m: m.get("steps") == p.max_steps,
                        what=f", {p.max_steps} steps")  # asked for more steps: continue from the checkpoint
     if done is not None:
         return stage
-    inputs = Inputs.of(p, corpus, tokenizer)
     tok_manifest = tokenizer_manifest(inputs.concept_dir)
     vocab = model_vocab(Vocab.from_manifest(tok_manifest), p.objective)
     t0 = time.perf_counter()
@@ -167,8 +172,8 @@ def run(p: PretrainConfig, corpus: Corpus, tokenizer: TokenizerOutput | Exported
     trainer = TorchTrainer(
         _worker,
         # workers run in their own directories: local paths are made absolute (one node, or shared storage)
-        train_loop_config={"cfg": dataclasses.replace(p, init_from=storage.absolute(p.init_from) if p.init_from else ""),
-                           "vocab": vocab, "output": storage.absolute(out)},
+        train_loop_config={"cfg": p, "vocab": vocab, "output": storage.absolute(out),
+                           "init_from": storage.absolute(inputs.init_from) if inputs.init_from else ""},
         scaling_config=ScalingConfig(num_workers=w.concurrency, use_gpu=gpus > 0,
                                      resources_per_worker={"CPU": w.num_cpus, **({"GPU": gpus} if gpus > 0 else {})}),
         # Ray Train's own INFO records (worker group starts, every reported result and checkpoint) go to its
@@ -213,6 +218,7 @@ def run(p: PretrainConfig, corpus: Corpus, tokenizer: TokenizerOutput | Exported
         "checkpoints": run_dir,
         "tokenizer": inputs.concept_dir,
         "histories": inputs.histories,
+        "init_from": inputs.init_from,
         "config": to_dict(p),
         "seconds": round(seconds, 1),
     }

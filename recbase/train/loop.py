@@ -133,22 +133,23 @@ def skip(it: Iterable, n: int) -> Iterator:
 
 
 def train(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, export_to: str | None = None,
-          log: Callable[[str], None] = print) -> dict:
-    """Train until ``cfg.max_steps`` optimizer steps (resuming from the context's latest checkpoint),
-    then, if ``export_to`` is given, write the Hugging Face model and the metric history there.
-    Returns the last reported row."""
-    engine, last = fit(cfg, vocab, ctx, log)
+          log: Callable[[str], None] = print, init_from: str = "") -> dict:
+    """Train until ``cfg.max_steps`` optimizer steps (resuming from the context's latest checkpoint;
+    starting from the exported model ``init_from`` if given), then, if ``export_to`` is given, write the
+    Hugging Face model and the metric history there. Returns the last reported row."""
+    engine, last = fit(cfg, vocab, ctx, log, init_from)
     if export_to is not None:
         export(engine, export_to, last["history"], ctx.world_rank == 0)
     return last["row"]
 
 
-def fit(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, log: Callable[[str], None] = print) -> tuple:
+def fit(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, log: Callable[[str], None] = print,
+        init_from: str = "") -> tuple:
     """The DeepSpeed engine trained to ``cfg.max_steps``, and ``{"row": last row, "history": every row}``."""
     torch.manual_seed(cfg.seed)
     if cfg.workers.threads > 0:
         torch.set_num_threads(cfg.workers.threads)
-    model = initial_model(cfg, vocab)
+    model = initial_model(cfg, vocab, init_from)
     engine = deepspeed_engine(cfg, model, ctx)
     state = resume(engine, ctx, log)
     last = run_steps(cfg, vocab, engine, ctx, state, decoder.train_flops_per_token(model.config, cfg.block_len), log)
@@ -158,16 +159,16 @@ def fit(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, log: Callable[[str
     return engine, {"row": last, "history": state["history"]}
 
 
-def initial_model(cfg: PretrainConfig, vocab: Vocab) -> torch.nn.Module:
-    """A fresh decoder of ``cfg.model``, or the exported weights fine-tuning starts from (same vocabulary)."""
-    if not cfg.init_from:
+def initial_model(cfg: PretrainConfig, vocab: Vocab, init_from: str = "") -> torch.nn.Module:
+    """A fresh decoder of ``cfg.model``, or the exported weights ``init_from`` (fine-tuning; same vocabulary)."""
+    if not init_from:
         return decoder.build(cfg.model, vocab.size)
     from transformers import AutoModelForCausalLM
 
-    with storage.local_dir(cfg.init_from) as d:
+    with storage.local_dir(init_from) as d:
         model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
     if model.config.vocab_size != vocab.size:
-        raise ValueError(f"{cfg.init_from} has {model.config.vocab_size} tokens, the concept-ID map {vocab.size}")
+        raise ValueError(f"{init_from} has {model.config.vocab_size} tokens, the concept-ID map {vocab.size}")
     return model
 
 
