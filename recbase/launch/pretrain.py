@@ -123,6 +123,9 @@ class RayContext:
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
 
+    def all_reduce_sum(self, values: list[float]) -> list[float]:
+        return loop.all_reduce_sum(values, self.device)  # the process group Ray Train set up
+
 
 def _worker(config: dict) -> None:
     session.quiet_ray_train_worker()

@@ -72,6 +72,9 @@ class LocalContext:
         saved = self._saved()
         yield saved[-1] if saved else None
 
+    def all_reduce_sum(self, values: list[float]) -> list[float]:
+        return [float(v) for v in values]  # one rank: the sum is the value
+
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         self.history.append(dict(metrics))
         if checkpoint_dir is None or not self.checkpoints:

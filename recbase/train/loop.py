@@ -1,8 +1,9 @@
 """Rank-agnostic pretraining: DeepSpeed engine, train/eval steps, checkpoints, export.
 
 Nothing here knows about Ray. The launch layer passes a ``TrainContext`` (world rank and size, device,
-data iterators, the latest checkpoint, report) — the seam that lets the same loop run under Ray Train,
-in one process (``recbase.train.local``: tests, benchmarks) or under any other launcher.
+data iterators, the latest checkpoint, report, the sum across ranks) — the seam that lets the same loop
+run under Ray Train, in one process (``recbase.train.local``: tests, sweep trials, the validation levers,
+benchmarks) or under any other launcher.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class TrainContext(Protocol):
     def val_batches(self) -> Iterable[dict[str, torch.Tensor]]: ...
     def latest_checkpoint(self) -> contextlib.AbstractContextManager[str | None]: ...
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None: ...
+    def all_reduce_sum(self, values: list[float]) -> list[float]: ...
 
 
 def lr_factor(step: int, cfg: PretrainConfig) -> float:
@@ -82,6 +84,7 @@ def optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optimi
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """The sum over every rank of the default process group (a context's collective, where it has one)."""
     t = torch.tensor(values, dtype=torch.float64, device=device)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(t)
@@ -109,19 +112,19 @@ def lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, 
 
 
 @torch.no_grad()
-def evaluate(engine, batches: Iterable[dict[str, torch.Tensor]], device: torch.device) -> float:
+def evaluate(engine, ctx: TrainContext) -> float:
     """Mean cross-entropy (nats) over every validation target, summed across ranks."""
     engine.eval()
     total, count = 0.0, 0
-    for batch in batches:
-        ids, mask, labels = batch_inputs(batch, device)
+    for batch in ctx.val_batches():
+        ids, mask, labels = batch_inputs(batch, ctx.device)
         logits = engine(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
         logits, targets = logits[:, :-1], labels[:, 1:]  # predict token t+1 from t
         total += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                                        ignore_index=IGNORE, reduction="sum"))
         count += int((targets != IGNORE).sum())
     engine.train()
-    total, count = all_reduce_sum([total, float(count)], device)
+    total, count = ctx.all_reduce_sum([total, float(count)])
     return total / max(1.0, count)
 
 
@@ -255,14 +258,14 @@ def report_step(cfg: PretrainConfig, engine, ctx: TrainContext, state: dict, win
     """The step's row (window means summed over ranks; the validation loss when due) appended to the
     history and reported, with a checkpoint when one is due."""
     step = state["step"]
-    loss_sum, micro, tokens = all_reduce_sum([window.loss, window.micro, window.tokens], ctx.device)
+    loss_sum, micro, tokens = ctx.all_reduce_sum([window.loss, window.micro, window.tokens])
     seconds = time.perf_counter() - window.t0
     state["tokens"] += int(tokens)
     row = {"step": step, "epoch": state["epoch"], "attempt": state["attempt"], "loss": loss_sum / max(1, micro),
            "lr": engine.get_lr()[0], "tokens": state["tokens"], "tokens_per_s": tokens / seconds,
            "flops_per_s": tokens * flops_per_token / seconds}
     if evaluate_now:
-        row["val_loss"] = evaluate(engine, ctx.val_batches(), ctx.device)
+        row["val_loss"] = evaluate(engine, ctx)
     state["history"].append(row)
     if step % cfg.checkpoint_every == 0 or step >= cfg.max_steps:
         with tempfile.TemporaryDirectory() as d:
