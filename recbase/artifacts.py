@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recbase import storage
+from recbase.embed.encoder import from_arrow
 
 MANIFEST = "manifest.json"
 
@@ -138,8 +139,6 @@ class Embeddings(Output):
 
     def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(domains, item_ids, embeddings [N, E]) in (domain, item_id) order, whatever the shard order."""
-        from recbase.embed.encoder import from_arrow
-
         table = self.read(["domain", "item_id", "embedding"])
         if table is None:
             raise FileNotFoundError(f"{self.shards}: no embedding shards; run {self.job} first")

@@ -500,7 +500,9 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     except TypeError as e:  # a required field is missing
         raise ConfigError(f"{where or 'config'}: {e}") from None
     except ConfigError as e:
-        if cls is ActorsConfig:  # its checks name its own fields; say which stage's
+        # a section's own check names its fields; say where it sits unless the message already does
+        leaf = where.rsplit(".", 1)[-1]
+        if where and not str(e).startswith((where, f"{leaf}.")):
             raise ConfigError(f"{where}: {e}") from None
         raise
 

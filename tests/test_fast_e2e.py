@@ -14,10 +14,11 @@ from recbase import config, storage
 from recbase.artifacts import Corpus, Pretraining, TokenizerOutput
 from recbase.data import sequences
 from recbase.data.corpus import prepare
-from recbase.embed.encoder import Encoder
+from recbase.embed.encoder import Encoder, from_arrow
 from recbase.eval import metrics
 from recbase.eval.scoring import ConceptScorer, default_rule, group_pairs, history_ids
 from recbase.model.vocab import ItemIndex, model_vocab
+from recbase.tokenizer.metrics import total_variance
 from recbase.tokenizer.stage import AssignCodes, fit_and_save, finalize
 from recbase.train import local, loop
 
@@ -41,12 +42,12 @@ def test_corpus_to_zero_shot_scores_in_one_process(tmp_path, fixture_copy):
 
     items = storage.read_parquet(corpus.items, ["domain", "item_id", "text"])
     embedded = Encoder(cfg.embed.model, batch_size=8, device="cpu", threads=1)(items)  # what each actor runs
-    x = np.stack(embedded.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)  # [N, 384]
+    x = from_arrow(embedded.column("embedding"))  # [N, 384]
     assert x.shape == (items.num_rows, 384)
 
     training = fit_and_save(x, cfg.tokenizer, log=lambda s: None)
     assigned = AssignCodes(cfg.tokenizer.output, threads=1)(embedded).to_pandas()
-    tok = finalize(assigned, cfg.tokenizer, float(x.var(0).sum()), {"training": training}, log=lambda s: None)
+    tok = finalize(assigned, cfg.tokenizer, total_variance(x), {"training": training}, log=lambda s: None)
     assert TokenizerOutput(cfg.tokenizer.output).manifest() == tok and tok["items"] == items.num_rows
 
     p = cfg.pretrain

@@ -198,7 +198,7 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
     out = Evaluation(e.output)
     asked = storage.as_json(to_dict(e))  # as the manifest stores it
     # finished for this very evaluation only: another model, datasets or baselines into the same output redo it
-    if out.reuse(e.force, log, accept=lambda m: m.get("config") == asked) is not None:
+    if out.reuse(e.force, log, accept=lambda m: m.get("config") == asked and m.get("model") == model.root) is not None:
         log(storage.open_binary(out.results_md).read().decode())
         return out
     mdir = model.root

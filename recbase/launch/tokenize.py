@@ -12,6 +12,7 @@ from recbase.artifacts import Embeddings, TokenizerOutput
 from recbase.config import ActorsConfig, TokenizerConfig
 from recbase.launch import session
 from recbase.launch.embed import IO_CPUS
+from recbase.tokenizer.metrics import total_variance
 from recbase.tokenizer.stage import AssignCodes, fit_and_save, finalize
 
 
@@ -24,8 +25,7 @@ def _fit_task(cfg: TokenizerConfig, embed_output: str) -> tuple[dict, float]:
     torch.set_num_threads(max(1, cfg.num_cpus))
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     _, _, x = Embeddings(embed_output).load()
-    input_var = float(((x - x.mean(0)) ** 2).sum(1).mean())
-    return fit_and_save(x, cfg, device=device, progress=True), input_var
+    return fit_and_save(x, cfg, device=device, progress=True), total_variance(x)
 
 
 def assign_codes(tokenizer_dir: str, embed_output: str, actors: ActorsConfig) -> "pd.DataFrame":

@@ -33,8 +33,7 @@ def tokenizer_metrics(cfg: Config, domains, item_ids, x: np.ndarray,
     seconds = time.perf_counter() - t0
     codes = tok.codes(x)  # [N, L]
     mse = float(((tok.reconstruct(codes) - x) ** 2).sum(1).mean())
-    var = float(((x - x.mean(0)) ** 2).sum(1).mean())
-    m = metrics.summarize(codes, t.codebook_size, mse, var)
+    m = metrics.summarize(codes, t.codebook_size, mse, metrics.total_variance(x))
     d = dedup(np.asarray(domains), np.asarray(item_ids), codes)
     out = {
         "utilization": [round(l["utilization"], 4) for l in m["levels"]],

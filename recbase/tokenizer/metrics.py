@@ -4,6 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def total_variance(x: np.ndarray) -> float:
+    """Mean squared distance of the rows of ``x`` [N, E] from their mean (the reconstruction error's scale)."""
+    return float(((x - x.mean(0)) ** 2).sum(1).mean())
+
+
 def level_usage(codes: np.ndarray, codebook_size: int) -> list[dict]:
     """Per level: share of codes used, perplexity of the usage distribution (K = perfectly uniform)."""
     out = []

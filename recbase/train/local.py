@@ -98,5 +98,5 @@ def train(p: PretrainConfig, vocab: Vocab, blocks: dict, steps: int, seed: int =
         val = {k: v[:p.micro_batch_size] for k, v in blocks.items()}
     ctx = LocalContext(blocks, val, p.micro_batch_size, seed=seed)
     world_of_one()
-    engine, _ = loop.fit(cfg, vocab, ctx, log=lambda s: None)
+    engine, _, _ = loop.fit(cfg, vocab, ctx, log=lambda s: None)
     return engine.module.eval(), ctx.history

@@ -140,15 +140,16 @@ def train(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, export_to: str |
     """Train until ``cfg.max_steps`` optimizer steps (resuming from the context's latest checkpoint;
     starting from the exported model ``init_from`` if given), then, if ``export_to`` is given, write the
     Hugging Face model and the metric history there. Returns the last reported row."""
-    engine, last = fit(cfg, vocab, ctx, log, init_from)
+    engine, last, history = fit(cfg, vocab, ctx, log, init_from)
     if export_to is not None:
-        export(engine, export_to, last["history"], ctx.world_rank == 0)
-    return last["row"]
+        export(engine, export_to, history, ctx.world_rank == 0)
+    return last
 
 
 def fit(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, log: Callable[[str], None] = print,
         init_from: str = "") -> tuple:
-    """The DeepSpeed engine trained to ``cfg.max_steps``, and ``{"row": last row, "history": every row}``."""
+    """The DeepSpeed engine trained to ``cfg.max_steps``, the last reported row and every row so far
+    (those before a resumed checkpoint included)."""
     torch.manual_seed(cfg.seed)
     if cfg.workers.threads > 0:
         torch.set_num_threads(cfg.workers.threads)
@@ -159,7 +160,7 @@ def fit(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, log: Callable[[str
     if not last:  # resumed a finished run: nothing trained, report where it stands
         last = dict(state["history"][-1]) if state["history"] else {"step": state["step"]}
         ctx.report(last, None)
-    return engine, {"row": last, "history": state["history"]}
+    return engine, last, state["history"]
 
 
 def initial_model(cfg: PretrainConfig, vocab: Vocab, init_from: str = "") -> torch.nn.Module:
