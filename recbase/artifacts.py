@@ -245,7 +245,8 @@ class Finetuning(Output):
 
 @dataclass(frozen=True)
 class Sweep(Output):
-    """A Ray Tune sweep's table, results and plot (the trials themselves live in the Tune run storage)."""
+    """A Ray Tune sweep's table, results and plot (the trials themselves live in the Tune run storage); a
+    pretraining search also writes each trial's validation curves and the best trial as a run config."""
 
     stage: ClassVar[str] = "sweep"
     job: ClassVar[str] = "tune/sweep.py"
@@ -254,6 +255,9 @@ class Sweep(Output):
     table_md = File("table.md")
     codebook_png = File("figure2.png")
     ablation_png = File("ablation.png")
+    search_png = File("search.png")
+    best_yaml = File("best.yaml")
+    best_runs = File("best")  # where best.yaml's pretraining, evaluation and fine-tuning write
     trial_metrics = File("metrics.json")  # inside each trial's Tune checkpoint
 
 

@@ -267,6 +267,10 @@ class PretrainConfig:
 
     # tiny (CPU), base (the paper's 0.3B), large (the paper's 1.5B): recbase/model/decoder.py
     model: Literal["tiny", "base", "large"] = "tiny"
+    # the preset at another hidden size / number of layers (0 = the preset's); a width keeps the preset's
+    # head size and its intermediate and key-value-head ratios (recbase/model/decoder.py: shaped)
+    width: int = 0
+    depth: int = 0
     # next_item: the paper's objective, next-token prediction over histories of concept IDs;
     # feedback: each history item is followed by a <liked> / <not-liked> token, predicted like the item
     # tokens (beyond the paper; needs data.history_feedback=all), and a candidate is scored by the
@@ -319,6 +323,8 @@ class PretrainConfig:
     force: bool = False
 
     def __post_init__(self) -> None:
+        if self.width < 0 or self.depth < 0:
+            raise ConfigError(f"pretrain.width and pretrain.depth must be >= 0 (0 = the preset's), got {self.width}, {self.depth}")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"pretrain.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         for name in ("block_len", "max_steps", "micro_batch_size", "grad_accum", "log_every",

@@ -160,11 +160,12 @@ def open_binary(path: str):
     return _remote_read(path, open_)
 
 
-def absolute(path: str) -> str:
-    """A local path made absolute (Ray workers run in directories of their own); remote URIs as given."""
+def absolute(path: str, root: str = "") -> str:
+    """A local path made absolute, relative to ``root`` ("" = this process's directory; Ray workers run
+    in directories of their own); remote URIs as given."""
     import os
 
-    return path if is_remote(path) else os.path.abspath(path)
+    return path if is_remote(path) else os.path.abspath(os.path.join(root, path))
 
 
 def completed(manifest_path: str, force: bool, stage: str, log, accept: Callable[[dict], bool] | None = None,

@@ -39,3 +39,18 @@ def test_tiny_trains_a_step_and_counts_flops():
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model preset 'huge'"):
         decoder.build("huge", 10)
+
+
+def test_a_searched_width_and_depth_stay_in_the_presets_family():
+    tiny = decoder.tiny()
+    wide = decoder.shaped("tiny", width=192, depth=6)
+    assert (wide.hidden_size, wide.num_hidden_layers, wide.num_attention_heads) == (192, 6, 6)
+    assert wide.hidden_size // wide.num_attention_heads == tiny.hidden_size // tiny.num_attention_heads  # head size
+    assert wide.intermediate_size / wide.hidden_size == tiny.intermediate_size / tiny.hidden_size
+    assert decoder.shaped("tiny") == tiny
+    base = decoder.shaped("base", width=512)  # grouped-query attention keeps its 4 query heads per KV head
+    assert (base.num_attention_heads, base.num_key_value_heads) == (8, 2)
+    with pytest.raises(ValueError, match="width 100 must be a multiple of 32"):
+        decoder.shaped("tiny", width=100)
+    model = decoder.build("tiny", 300, width=64, depth=2)
+    assert model.config.hidden_size == 64 and len(model.model.layers) == 2

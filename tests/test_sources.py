@@ -57,6 +57,21 @@ def test_recbole_layout(tmp_path, fixture_copy):
     assert schema.field("timestamp").type == pa.int64() and schema.field("user_id").type == pa.string()
 
 
+def test_a_complete_corpus_is_reused_only_for_the_settings_it_was_prepared_with(tmp_path, fixture_copy):
+    import dataclasses
+
+    from recbase.config import ConfigError
+
+    src = fixture_copy("recbole-ml")
+    cfg = data_config(tmp_path, [{"kind": "movielens", "path": str(src)}], split={"unseen_user_fraction": 0.0})
+    m = prepare(cfg, log=lambda s: None)
+    assert prepare(dataclasses.replace(cfg, force=False), log=lambda s: None) == m  # the same settings: reused
+    other = dataclasses.replace(cfg, history_feedback="positive" if cfg.history_feedback == "all" else "all")
+    with pytest.raises(ConfigError, match=r"prepared with other data settings \(data.history_feedback: .*data.force=true"):
+        prepare(other, log=lambda s: None)
+    assert prepare(dataclasses.replace(other, force=True), log=lambda s: None)["config"]["history_feedback"] == other.history_feedback
+
+
 def test_movielens_wrong_columns_is_one_clear_error(tmp_path, fixture_copy):
     src = fixture_copy("recbole-ml")
     p = src / "ml-tiny.inter"

@@ -4,6 +4,7 @@ What only Ray can show (a killed worker, multi-worker ZeRO, Ray Data streaming) 
 """
 import dataclasses
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -129,3 +130,33 @@ def test_training_can_start_from_an_exported_model(setup, tmp_path):
                init_from=Pretraining(str(tmp_path / "pt")).model.root)
     assert cont.history[0]["loss"] < 0.5 * fresh.history[0]["loss"]
     assert cont.history[0]["loss"] == pytest.approx(last["loss"], rel=0.5)
+
+
+def test_a_search_trial_reports_each_evaluation_with_its_checkpoint_and_resumes_from_one(setup, tmp_path):
+    """``trial.TrialContext``: what a Ray Tune trial of the pretraining search reports (the loop's
+    validate hook adds its metrics to evaluation rows only), and a restored trial continues exactly."""
+    from recbase.sweep.trial import TrialContext
+
+    vocab, cfg, train, val = setup
+    seen, saved = [], {}
+
+    def on_eval(row, checkpoint_dir):
+        seen.append(row)
+        dest = tmp_path / f"step{row['step']}"
+        shutil.copytree(checkpoint_dir, dest)  # as Tune persists a reported checkpoint
+        saved[row["step"]] = str(dest)
+
+    def validate(model):
+        assert not model.training
+        return {"val_auc": 0.5 + 0.01 * len(seen)}
+
+    local.world_of_one()
+    ctx = TrialContext(train, val, cfg.micro_batch_size, cfg.seed, on_eval)
+    _, last, _ = loop.fit(cfg, vocab, ctx, log=lambda s: None, validate=validate)
+    assert [r["step"] for r in seen] == [2, 4] and [r["val_auc"] for r in seen] == [0.5, 0.51]
+    assert all("val_auc" not in r for r in ctx.history if "val_loss" not in r)
+    again = []
+    resumed = TrialContext(train, val, cfg.micro_batch_size, cfg.seed, lambda r, d: again.append(r), restore=saved[2])
+    _, last2, _ = loop.fit(cfg, vocab, resumed, log=lambda s: None, validate=lambda m: {"val_auc": 0.0})
+    assert [r["step"] for r in again] == [4]
+    assert again[0]["val_loss"] == pytest.approx(seen[1]["val_loss"], rel=1e-5)

@@ -77,11 +77,30 @@ def _clean_source(label: str, t: SourceTables, rejects: Rejects):
     return items, inter, pairs
 
 
+def _check_same_settings(manifest: dict, cfg: DataConfig) -> None:
+    """A complete corpus is reused only for the settings it was prepared with: another ``history_feedback``,
+    split or source would silently feed every later stage the old corpus."""
+    had, asked = manifest.get("config", {}), to_dict(cfg)
+    differ = [k for k in asked if k not in ("output", "force") and k in had and not _same(had[k], asked[k])]
+    if differ:
+        raise ConfigError(f"{cfg.output} was prepared with other data settings ({', '.join(f'data.{k}' for k in differ)}: "
+                          f"{', '.join(repr(had.get(k)) for k in differ)}); set data.force=true to prepare it again "
+                          "(and rerun the stages after it), or choose another data.output")
+
+
+def _same(had, asked) -> bool:
+    """Settings equal, a key the recorded one lacks aside (added to the config after it was written)."""
+    if isinstance(had, dict) and isinstance(asked, dict):
+        return all(k in asked and _same(v, asked[k]) for k, v in had.items())
+    return had == asked
+
+
 def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     """Prepare the corpus ``cfg`` describes; returns its manifest (skips if already complete)."""
     out, corpus = cfg.output, Corpus(cfg.output)
     finished = corpus.reuse(cfg.force, log)
     if finished is not None:
+        _check_same_settings(finished, cfg)
         return finished
     t_start = time.perf_counter()
     rejects = Rejects()

@@ -63,6 +63,12 @@ def history_ids(groups: list[UserGroup], n_pairs: int) -> np.ndarray:
     return out
 
 
+def history_items(block_len: int, vocab: Vocab) -> int:
+    """How many history items a model trained on ``block_len``-token blocks reads: what fits one block
+    beside <bos> and the candidate."""
+    return (block_len - 1) // vocab.tokens_per_step - 1
+
+
 def default_rule(vocab: Vocab) -> str:
     """A model's own scoring rule: feedback when it was pretrained with feedback tokens, else likelihood."""
     return "feedback" if vocab.feedback else "likelihood"

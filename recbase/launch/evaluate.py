@@ -14,7 +14,7 @@ from recbase.artifacts import Corpus, Embeddings, Evaluation, ExportedModel
 from recbase.data.sources import recbench as recbench_source
 from recbase.config import ActorsConfig, EmbedConfig, EvalConfig, TokenizerConfig, to_dict
 from recbase.eval import baselines, llm, metrics, report
-from recbase.eval.scoring import ConceptScorer, UserGroup, default_rule, group_pairs, history_ids
+from recbase.eval.scoring import ConceptScorer, UserGroup, default_rule, group_pairs, history_ids, history_items
 from recbase.launch import recbench, session
 from recbase.model.vocab import ItemIndex, Vocab
 from recbase.progress import Progress
@@ -205,7 +205,7 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
     models = {"recbase": mdir, **({"recbase_finetuned": ExportedModel.find(e.finetuned).root} if e.finetuned else {})}
     meta = model.meta()
     vocab = Vocab.from_dict(meta["vocab"])
-    max_history = e.max_history_items or (meta["block_len"] - 1) // vocab.tokens_per_step - 1  # room for the candidate
+    max_history = e.max_history_items or history_items(meta["block_len"], vocab)
     if "prior_only" in e.baselines:  # a diagnostic: the same model reading no history
         models["recbase_prior_only"] = mdir
     session.init()

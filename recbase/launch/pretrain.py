@@ -150,6 +150,7 @@ def run(p: PretrainConfig, inputs: Inputs, corpus: Corpus, log: Callable[[str], 
         return stage
     tok_manifest = tokenizer_manifest(inputs.concept_dir)
     vocab = model_vocab(Vocab.from_manifest(tok_manifest), p.objective)
+    decoder.shaped(p.model, p.width, p.depth)  # a width that does not fit the preset's heads fails here, not in a worker
     t0 = time.perf_counter()
     session.init()
     run_dir = storage.join(p.run_storage, p.name)
@@ -193,7 +194,7 @@ def run(p: PretrainConfig, inputs: Inputs, corpus: Corpus, log: Callable[[str], 
     seconds = time.perf_counter() - t0
 
     history = storage.read_json(stage.history)
-    model = decoder.build(p.model, vocab.size, device="meta")
+    model = decoder.build(p.model, vocab.size, device="meta", width=p.width, depth=p.depth)
     params = decoder.count_parameters(model)
     final = history[-1]
     exported = stage.model

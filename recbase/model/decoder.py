@@ -60,22 +60,42 @@ def large() -> Preset:
 PRESETS = {"tiny": tiny, "base": base, "large": large}
 
 
-def qwen2_config(preset: str | Preset, vocab_size: int, **overrides) -> Qwen2Config:
-    """A ``Qwen2Config`` for ``preset`` over ``vocab_size`` tokens (``overrides`` replace preset fields)."""
+def shaped(preset: str | Preset, width: int = 0, depth: int = 0) -> Preset:
+    """``preset`` at another width (hidden size) and/or depth (layers); 0 keeps the preset's. A width keeps
+    the preset's head size and its ratios of intermediate size and key-value heads to the hidden size, so
+    a searched shape is still one of this builder's family."""
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise ValueError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
         preset = PRESETS[preset]()
-    fields = {**preset.__dict__, **overrides}
+    fields = dict(preset.__dict__)
+    if width:
+        head = preset.hidden_size // preset.num_attention_heads
+        group = preset.num_attention_heads // preset.num_key_value_heads
+        if width % (head * group):
+            raise ValueError(f"width {width} must be a multiple of {head * group} (head size {head} x "
+                             f"{group} query heads per key-value head)")
+        fields.update(hidden_size=width, num_attention_heads=width // head, num_key_value_heads=width // head // group,
+                      intermediate_size=preset.intermediate_size * width // preset.hidden_size)
+    if depth:
+        fields["num_hidden_layers"] = depth
+    return Preset(**fields)
+
+
+def qwen2_config(preset: str | Preset, vocab_size: int, **overrides) -> Qwen2Config:
+    """A ``Qwen2Config`` for ``preset`` over ``vocab_size`` tokens (``overrides`` replace preset fields)."""
+    fields = {**shaped(preset).__dict__, **overrides}
     return Qwen2Config(vocab_size=vocab_size, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
                        use_sliding_window=False, attention_dropout=0.0, **fields)
 
 
-def build(preset: str | Preset, vocab_size: int, device: str | None = None, **overrides) -> Qwen2ForCausalLM:
-    """A freshly initialised decoder; ``device="meta"`` builds it without allocating weights."""
+def build(preset: str | Preset, vocab_size: int, device: str | None = None, width: int = 0, depth: int = 0,
+          **overrides) -> Qwen2ForCausalLM:
+    """A freshly initialised decoder (``preset`` at ``width`` / ``depth``, see ``shaped``); ``device="meta"``
+    builds it without allocating weights."""
     import torch
 
-    cfg = qwen2_config(preset, vocab_size, **overrides)
+    cfg = qwen2_config(shaped(preset, width, depth), vocab_size, **overrides)
     if device == "meta":
         with torch.device("meta"):
             return Qwen2ForCausalLM(cfg)

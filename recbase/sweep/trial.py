@@ -1,10 +1,18 @@
-"""One sweep trial, without Ray: train a tokenizer on given embeddings and measure it; optionally a short
-tiny pretraining on the corpus written in its concept IDs and a zero-shot AUC (the evaluation harness).
+"""One sweep trial, without Ray: train a tokenizer on given embeddings and measure it, optionally with a
+short pretraining on the corpus written in its concept IDs and a zero-shot AUC (``run``); or one trial
+of a pretraining search (``pretraining``).
 
-The launch layer (``recbase.launch.sweep``) runs this inside Ray Tune trials and passes ``report``.
+The launch layer (``recbase.launch.sweep``) runs these inside Ray Tune trials and passes ``report``.
+A pretraining trial trains with the main job's DeepSpeed loop (``loop.fit``) in the trial's own process,
+not with Ray Train inside the trial: a trial owns its CPUs (one, on a 2-core machine running two trials)
+and a Ray Train worker group would be another actor and placement group beside it, with its 20-25 s
+fixed cost per ``TorchTrainer.fit``, for no difference in the model: the engine, optimizer, schedule and
+loss are the same code; only the data order differs (a seeded permutation per epoch instead of Ray
+Data's local shuffle).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
 from typing import Callable
@@ -16,12 +24,12 @@ from recbase.artifacts import Corpus
 from recbase.config import Config
 from recbase.data import sequences
 from recbase.eval import metrics as eval_metrics
-from recbase.eval.scoring import ConceptScorer, default_rule, group_pairs, history_ids
+from recbase.eval.scoring import ConceptScorer, default_rule, group_pairs, history_ids, history_items
 from recbase.model.vocab import ItemIndex, Vocab, model_vocab
 from recbase.tokenizer import metrics
 from recbase.tokenizer.assign import dedup
 from recbase.tokenizer.tokenizer import Tokenizer
-from recbase.train import local
+from recbase.train import local, loop
 
 def tokenizer_metrics(cfg: Config, domains, item_ids, x: np.ndarray,
                       report: Callable[[dict], None] | None = None) -> tuple[dict, ItemIndex]:
@@ -49,41 +57,115 @@ def tokenizer_metrics(cfg: Config, domains, item_ids, x: np.ndarray,
     return out, index
 
 
+def pretrain_blocks(cfg: Config, index: ItemIndex, vocab: Vocab, validation: bool = False) -> dict:
+    """The corpus's histories in ``index``'s concept IDs as token blocks (input_ids/labels [N, T]): the
+    pretraining users', or with ``validation`` the held-out ones the validation loss reads (the Ray
+    path's split: ``sequences.is_validation`` by ``pretrain.val_fraction`` and ``pretrain.seed``)."""
+    p = cfg.pretrain
+    hist = storage.read_parquet(Corpus(cfg.data.output).histories).to_pydict()
+    rows = sequences.is_validation(hist["user_id"], p.val_fraction, p.seed)
+    rows = rows if validation else ~rows
+    return sequences.HistoryBlocks(index, p.block_len, vocab)(
+        {k: [v for v, keep in zip(hist[k], rows) if keep] for k in ("domains", "item_ids", "feedback")})
+
+
+def scored_sets(cfg: Config, datasets, max_users: int) -> dict:
+    """The pairs of each of ``datasets`` the corpus has (its first ``max_users`` users; 0 = all), grouped
+    by evaluated history once: name -> (pairs, groups)."""
+    out = {}
+    for name in datasets:
+        pairs = eval_pairs(cfg, name, max_users)
+        if pairs is not None:
+            out[name] = (pairs, group_pairs(pairs))
+    return out
+
+
+def zero_shot(scorer: ConceptScorer, sets: dict, prefix: str = "") -> dict:
+    """AUC, GAUC and scored pairs of ``scorer`` on each set (keys ``<prefix><dataset>_auc`` ...)."""
+    out = {}
+    for name, (pairs, groups) in sets.items():
+        scores, _ = scorer.score_groups(groups, len(pairs))
+        m = eval_metrics.pair_metrics(pairs["click"].to_numpy(), history_ids(groups, len(pairs)), scores)
+        out[f"{prefix}{name}_auc"], out[f"{prefix}{name}_gauc"] = m["auc"], m["gauc"]
+        out[f"{prefix}{name}_pairs"] = m["scored_pairs"]
+    return out
+
+
 def downstream(cfg: Config, index: ItemIndex, steps: int, max_users: int, datasets=("unseen_domains", "unseen_users"),
                prior_only: bool = False, history_caps: tuple[int, ...] = ()) -> dict:
-    """A short pretraining of ``cfg.pretrain.model`` (plain loop, ``steps`` optimizer steps, ``pretrain.objective``)
-    on the corpus's histories in these concept IDs, then zero-shot AUC/GAUC on the corpus's held-out pairs
-    (first ``max_users`` users; 0 = all) by the objective's scoring rule, and with ``prior_only`` the same
-    model reading no history, and with ``history_caps`` the same model reading only each history's latest
-    N items (keys ``hist<N>_<dataset>_auc``)."""
+    """A short pretraining of ``cfg.pretrain.model`` (the main job's loop in this process, ``steps``
+    optimizer steps, ``pretrain.objective``) on the corpus's histories in these concept IDs, then zero-shot
+    AUC/GAUC on the corpus's held-out pairs (first ``max_users`` users; 0 = all) by the objective's scoring
+    rule, and with ``prior_only`` the same model reading no history, and with ``history_caps`` the same
+    model reading only each history's latest N items (keys ``hist<N>_<dataset>_auc``)."""
     # the learning-rate schedule fits the short run: warmup at most a tenth of it, cosine to its last step
     p = replace(cfg.pretrain, max_steps=steps, warmup_steps=min(cfg.pretrain.warmup_steps, max(1, steps // 10)))
     vocab = model_vocab(index.vocab, p.objective)
-    hist = storage.read_parquet(Corpus(cfg.data.output).histories).to_pydict()
-    train_rows = ~sequences.is_validation(hist["user_id"], p.val_fraction, p.seed)
-    blocks = sequences.HistoryBlocks(index, p.block_len, vocab)(
-        {k: [v for v, keep in zip(hist[k], train_rows) if keep] for k in ("domains", "item_ids", "feedback")})
+    blocks = pretrain_blocks(cfg, index, vocab)
     t0 = time.perf_counter()
     model, history = local.train(p, vocab, blocks, steps, seed=p.seed)
     out: dict = {"pretrain_steps": steps, "pretrain_loss": float(np.mean([h["loss"] for h in history[-10:]])),
                  "pretrain_seconds": round(time.perf_counter() - t0, 1)}
     rule = default_rule(vocab)
-    scorers = {"": ConceptScorer(model, index, (p.block_len - 1) // vocab.tokens_per_step - 1, vocab, rule)}
+    scorers = {"": ConceptScorer(model, index, history_items(p.block_len, vocab), vocab, rule)}
     if prior_only:
         scorers["prior_only_"] = ConceptScorer(model, index, 0, vocab, rule)
     for n in history_caps:
         scorers[f"hist{n}_"] = ConceptScorer(model, index, n, vocab, rule)
-    for name in datasets:
-        pairs = eval_pairs(cfg, name, max_users)
-        if pairs is None:
-            continue
-        groups = group_pairs(pairs)
-        for prefix, scorer in scorers.items():
-            scores, _ = scorer.score_groups(groups, len(pairs))
-            m = eval_metrics.pair_metrics(pairs["click"].to_numpy(), history_ids(groups, len(pairs)), scores)
-            out[f"{prefix}{name}_auc"], out[f"{prefix}{name}_gauc"] = m["auc"], m["gauc"]
-            out[f"{prefix}{name}_pairs"] = m["scored_pairs"]
+    sets = scored_sets(cfg, datasets, max_users)
+    for prefix, scorer in scorers.items():
+        out.update(zero_shot(scorer, sets, prefix))
     return out
+
+
+class TrialContext(local.LocalContext):
+    """A search trial's context: every evaluation's row and the checkpoint taken there go to ``on_eval``
+    (the search's report); training resumes from ``restore``, the checkpoint a restored search hands back."""
+
+    def __init__(self, train: dict, val: dict, batch: int, seed: int,
+                 on_eval: Callable[[dict, str | None], None], restore: str | None = None) -> None:
+        super().__init__(train, val, batch, seed=seed)
+        self.on_eval, self.restore = on_eval, restore
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self):
+        yield self.restore
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        super().report(metrics, checkpoint_dir)
+        if "val_loss" in metrics:
+            self.on_eval(metrics, checkpoint_dir)
+
+
+def pretraining(cfg: Config, datasets: tuple[str, ...], eval_users: int, report: Callable[[dict, str | None], None],
+                restore: str | None = None, log: Callable[[str], None] = lambda s: None) -> dict:
+    """One trial of a pretraining search: ``cfg.pretrain`` trained to its ``max_steps`` by the main job's loop
+    on the run's corpus in the run's concept IDs. Every evaluation (each ``pretrain.eval_every`` steps and
+    the last) measures the validation loss (the held-out pretraining users, as the Ray path does) and the
+    zero-shot AUC / GAUC on ``datasets`` (first ``eval_users`` users; 0 = all) by the objective's scoring
+    rule, with ``val_auc`` / ``val_gauc`` their means; ``report(row, checkpoint_dir)`` gets each such row and
+    the checkpoint taken there. Returns the last row."""
+    p = replace(cfg.pretrain, checkpoint_every=cfg.pretrain.eval_every, log_every=cfg.pretrain.eval_every)
+    cfg = replace(cfg, pretrain=p)
+    index = ItemIndex.load(cfg.tokenizer.output)
+    vocab = model_vocab(index.vocab, p.objective)
+    train, val = pretrain_blocks(cfg, index, vocab), pretrain_blocks(cfg, index, vocab, validation=True)
+    sets = scored_sets(cfg, datasets, eval_users)
+    if not sets:
+        raise ValueError(f"{cfg.data.output} has none of the datasets {list(datasets)}: a search needs the "
+                         "corpus's validation split (data.split.validation_*)")
+    rule, items = default_rule(vocab), history_items(p.block_len, vocab)
+
+    def validate(model) -> dict:
+        m = zero_shot(ConceptScorer(model, index, items, vocab, rule), sets)
+        for k in ("auc", "gauc"):
+            m[f"val_{k}"] = float(np.mean([m[f"{d}_{k}"] for d in sets]))
+        return m
+
+    ctx = TrialContext(train, val, p.micro_batch_size, p.seed, report, restore)
+    local.world_of_one()
+    _, last, _ = loop.fit(p, vocab, ctx, log=log, validate=validate)
+    return last
 
 
 def eval_pairs(cfg: Config, name: str, max_users: int = 0):

@@ -147,16 +147,18 @@ def train(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, export_to: str |
 
 
 def fit(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, log: Callable[[str], None] = print,
-        init_from: str = "") -> tuple:
+        init_from: str = "", validate: Callable[[torch.nn.Module], dict] | None = None) -> tuple:
     """The DeepSpeed engine trained to ``cfg.max_steps``, the last reported row and every row so far
-    (those before a resumed checkpoint included)."""
+    (those before a resumed checkpoint included). ``validate`` (the model in eval mode -> metrics) adds its
+    metrics to every evaluation's row, beside the validation loss (a search's zero-shot AUC)."""
     torch.manual_seed(cfg.seed)
     if cfg.workers.threads > 0:
         torch.set_num_threads(cfg.workers.threads)
     model = initial_model(cfg, vocab, init_from)
     engine = deepspeed_engine(cfg, model, ctx)
     state = resume(engine, ctx, log)
-    last = run_steps(cfg, vocab, engine, ctx, state, decoder.train_flops_per_token(model.config, cfg.block_len), log)
+    last = run_steps(cfg, vocab, engine, ctx, state, decoder.train_flops_per_token(model.config, cfg.block_len), log,
+                     validate)
     if not last:  # resumed a finished run: nothing trained, report where it stands
         last = dict(state["history"][-1]) if state["history"] else {"step": state["step"]}
         ctx.report(last, None)
@@ -166,7 +168,7 @@ def fit(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, log: Callable[[str
 def initial_model(cfg: PretrainConfig, vocab: Vocab, init_from: str = "") -> torch.nn.Module:
     """A fresh decoder of ``cfg.model``, or the exported weights ``init_from`` (fine-tuning; same vocabulary)."""
     if not init_from:
-        return decoder.build(cfg.model, vocab.size)
+        return decoder.build(cfg.model, vocab.size, width=cfg.width, depth=cfg.depth)
     from transformers import AutoModelForCausalLM
 
     with storage.local_dir(init_from) as d:
@@ -212,7 +214,7 @@ class Window:
 
 
 def run_steps(cfg: PretrainConfig, vocab: Vocab, engine, ctx: TrainContext, state: dict, flops_per_token: float,
-              log: Callable[[str], None]) -> dict:
+              log: Callable[[str], None], validate: Callable[[torch.nn.Module], dict] | None = None) -> dict:
     """Optimizer steps from ``state`` to ``cfg.max_steps``, epoch after epoch; returns the last reported row
     ({} if there was nothing left to train)."""
     window, last = Window(), {}
@@ -236,7 +238,8 @@ def run_steps(cfg: PretrainConfig, vocab: Vocab, engine, ctx: TrainContext, stat
             done = step >= cfg.max_steps
             if step % cfg.log_every and step % cfg.eval_every and step % cfg.checkpoint_every and not done:
                 continue
-            last = report_step(cfg, engine, ctx, state, window, flops_per_token, evaluate_now=step % cfg.eval_every == 0 or done)
+            last = report_step(cfg, engine, ctx, state, window, flops_per_token,
+                               evaluate_now=step % cfg.eval_every == 0 or done, validate=validate)
             # the history keeps every log_every step; the terminal a line per ~30 s, each evaluation, the end
             if ctx.world_rank == 0 and ("val_loss" in last or time.perf_counter() - t_printed >= PRINT_EVERY_S):
                 t_printed = time.perf_counter()
@@ -255,9 +258,9 @@ def run_steps(cfg: PretrainConfig, vocab: Vocab, engine, ctx: TrainContext, stat
 
 
 def report_step(cfg: PretrainConfig, engine, ctx: TrainContext, state: dict, window: Window, flops_per_token: float,
-                evaluate_now: bool) -> dict:
-    """The step's row (window means summed over ranks; the validation loss when due) appended to the
-    history and reported, with a checkpoint when one is due."""
+                evaluate_now: bool, validate: Callable[[torch.nn.Module], dict] | None = None) -> dict:
+    """The step's row (window means summed over ranks; the validation loss, and ``validate``'s metrics,
+    when due) appended to the history and reported, with a checkpoint when one is due."""
     step = state["step"]
     loss_sum, micro, tokens = ctx.all_reduce_sum([window.loss, window.micro, window.tokens])
     seconds = time.perf_counter() - window.t0
@@ -267,6 +270,10 @@ def report_step(cfg: PretrainConfig, engine, ctx: TrainContext, state: dict, win
            "flops_per_s": tokens * flops_per_token / seconds}
     if evaluate_now:
         row["val_loss"] = evaluate(engine, ctx)
+        if validate is not None:
+            engine.eval()
+            row.update(validate(engine.module))
+            engine.train()
     state["history"].append(row)
     if step % cfg.checkpoint_every == 0 or step >= cfg.max_steps:
         with tempfile.TemporaryDirectory() as d:
