@@ -77,8 +77,12 @@ def test_every_sampling_form_reaches_tune_and_optuna_and_the_given_points_run_fi
     def trainable(params):
         tune.report({"val_gauc": -abs(params["pretrain.lr"] - 3e-3), "step": 1})
 
-    for algorithm in ("random", "optuna"):
-        s = dataclasses.replace(s, search=algorithm)
+    full = {"pretrain.lr": 1e-3, "pretrain.width": 128, "pretrain.min_lr_fraction": 0.1, "pretrain.warmup_steps": 15,
+            "pretrain.max_steps": 200}
+    with pytest.raises(ConfigError, match="with search=optuna each point sets every param_space key"):
+        dataclasses.replace(s, search="optuna")
+    for algorithm, points in (("random", s.points_to_evaluate), ("optuna", (full,))):
+        s = dataclasses.replace(s, search=algorithm, points_to_evaluate=points)
         grid = tune.Tuner(trainable, param_space=sweep.param_space(s), tune_config=tune.TuneConfig(
             search_alg=sweep._search_alg(s), metric="val_gauc", mode="max", num_samples=s.num_samples),
             run_config=tune.RunConfig(storage_path=str(tmp_path), name=algorithm, verbose=0)).fit()

@@ -18,7 +18,7 @@ if __name__ == "__main__":
     p.add_argument("file", help="a sweep definition, e.g. tune/codebook.yaml")
     p.add_argument("--smoke", action="store_true", help="the file's smoke: size (a handful of tiny trials)")
     p.add_argument("overrides", nargs="*", help="top-level sweep keys, e.g. output=/tmp/sweep cpus_per_trial=0.5")
-    args = p.parse_args()
+    args = p.parse_intermixed_args()  # the overrides may come before or after --smoke
     try:
         cfg = spec.load(args.file, args.smoke, args.overrides)
     except ConfigError as e:

@@ -208,11 +208,13 @@ def run(sweep: SweepConfig, log: Callable[[str], None] = print) -> dict:
                                       failure_config=tune.FailureConfig(max_failures=1),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
     grid = tuner.fit()
-    # Tune returns after Ctrl-C too: trials neither terminated (finished, or stopped by the scheduler) nor
-    # errored are waiting for the rerun that resumes them
-    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    # Tune returns after Ctrl-C too, having saved the experiment's state first (its in-memory trials are
+    # then stopped): a trial the saved state holds as neither terminated (finished, or stopped by the
+    # scheduler) nor errored waits for the rerun that resumes it
+    saved = tune.ExperimentAnalysis(path).trials
+    unfinished = sum(t.status not in ("TERMINATED", "ERROR") for t in saved)
     if unfinished:
-        raise RuntimeError(f"sweep {sweep.name} interrupted: {unfinished} of {len(grid)} trials did not finish; "
+        raise RuntimeError(f"sweep {sweep.name} interrupted: {unfinished} of {len(saved)} trials did not finish; "
                            f"rerun the same command to resume it from {path}")
 
     rows, stopped, failed = [], [], []

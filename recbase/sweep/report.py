@@ -20,7 +20,7 @@ def codebook_table(rows: list[dict]) -> str:
              "| recon. error (rel.) | train s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         m = r["metrics"]
-        lines.append(f"| {r['axes'][LEVELS]} | {r['axes'][SIZE]} | {', '.join(f'{u:.1%}' for u in m['utilization'])} "
+        lines.append(f"| {r['params'][LEVELS]} | {r['params'][SIZE]} | {', '.join(f'{u:.1%}' for u in m['utilization'])} "
                      f"| {m['min_utilization']:.1%} | {m['collision_rate']:.2%} | {m['collision_rate_after_dedup']:.2%} "
                      f"| {m['dedup_size']} | {m['reconstruction_rel']:.4f} | {m['train_seconds']:.0f} |")
     return "\n".join(lines) + "\n"

@@ -100,7 +100,8 @@ class SweepConfig:
     # Tune's num_samples: the grid repeated with fresh samples of the random forms
     num_samples: int = 1
     # trials to run first with these values (Tune's points_to_evaluate; each a mapping of param_space
-    # keys), e.g. the shipped defaults, so the table ranks them on the same footing; they count in num_samples
+    # keys — every key with search=optuna), e.g. the shipped defaults, so the table ranks them on the same
+    # footing; they count in num_samples
     points_to_evaluate: tuple[dict[str, Any], ...] = ()
     # random: Tune's random/grid search (BasicVariantGenerator), seeded by search_seed; optuna: Optuna's
     # TPE through ray.tune.search.optuna (pip install '.[search]'; no grid forms, variants or seed lists)
@@ -145,6 +146,9 @@ class SweepConfig:
         for point in self.points_to_evaluate:
             if not point or set(point) - set(spaces):
                 raise ConfigError(f"sweep.points_to_evaluate: {point!r} must set keys of param_space {sorted(spaces)} only")
+            if self.search == "optuna" and set(point) != set(spaces):
+                raise ConfigError(f"sweep.points_to_evaluate: with search=optuna each point sets every param_space key "
+                                  f"({sorted(spaces)}); {point!r} does not")
         if self.downstream and self.downstream_steps < 1:
             raise ConfigError("sweep.downstream_steps must be >= 1")
         if self.search == "optuna" and (any(s.is_grid for s in spaces.values()) or self.variants or len(self.seeds) > 1):
