@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -69,9 +70,16 @@ class Progress(tune.Callback):
     """One line per trial evaluation (pretrain) and per finished, stopped or failed trial, in place of Tune's
     status table every 30 s (its console output is set silent: 2,000 lines for a 12-trial search)."""
 
-    def __init__(self, sweep: SweepConfig, log: Callable[[str], None]) -> None:
-        self.sweep, self.log, self.done = sweep, log, 0
+    def __init__(self, sweep: SweepConfig) -> None:
+        self.sweep, self.done = sweep, 0
         self.metric = sweep.objective[0]
+
+    @staticmethod
+    def log(line: str) -> None:
+        # to stdout, not through run()'s log: Tune pickles its callbacks with the experiment (a restore
+        # unpickles them), and a log function need not pickle (print may be wrapped by then)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
     def _name(self, trial) -> str:
         params = ", ".join(f"{k.split('.')[-1]}={report._value(_plain(trial.config[k]))}" for k in self.sweep.param_space
@@ -204,7 +212,7 @@ def run(sweep: SweepConfig, log: Callable[[str], None] = print) -> dict:
                                         metric=metric, mode=mode, num_samples=sweep.num_samples,
                                         max_concurrent_trials=sweep.max_concurrent or None),
             run_config=tune.RunConfig(name=sweep.name, storage_path=storage.absolute(sweep.run_storage), verbose=0,
-                                      callbacks=[Progress(sweep, log)],
+                                      callbacks=[Progress(sweep)],
                                       failure_config=tune.FailureConfig(max_failures=1),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
     grid = tuner.fit()
