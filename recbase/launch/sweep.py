@@ -26,7 +26,7 @@ from recbase.config import Config, ConfigError
 from recbase.data.corpus import prepare as prepare_corpus
 from recbase.launch import embed, session, tokenize
 from recbase.sweep import report
-from recbase.sweep.spec import SEED, VARIANT, Space, SweepConfig
+from recbase.sweep.spec import SEED, VARIANT, Space, SweepConfig, plain
 
 # the scheduler's horizon for tokenizer trials: they end by their own schedule, never at a rung
 UNBOUNDED = 10**6
@@ -82,7 +82,7 @@ class Progress(tune.Callback):
         sys.stdout.flush()
 
     def _name(self, trial) -> str:
-        params = ", ".join(f"{k.split('.')[-1]}={report._value(_plain(trial.config[k]))}" for k in self.sweep.param_space
+        params = ", ".join(f"{k.split('.')[-1]}={report.value(plain(trial.config[k]))}" for k in self.sweep.param_space
                            if k in trial.config)
         extra = [f"{k} {trial.config[k]}" for k in (VARIANT, SEED) if trial.config.get(k) not in ("", None)]
         return f"trial {trial.trial_id[-5:]} ({', '.join(filter(None, [params, *extra]))})"
@@ -229,14 +229,13 @@ def run(sweep: SweepConfig, log: Callable[[str], None] = print) -> dict:
     for result in grid:
         params = result.config or {}
         entry = {"variant": params.get(VARIANT, ""), "seed": params.get(SEED, sweep.seeds[0]),
-                 "params": {k: _plain(params[k]) for k in sweep.param_space}, "overrides": sweep.overrides(params)}
+                 "params": {k: plain(params[k]) for k in sweep.param_space}, "overrides": sweep.overrides(params)}
         metrics = result.metrics or {}
         if result.error is not None:
             failed.append({**entry, "error": str(result.error)[:500]})
-        elif sweep.kind == "pretrain" and not _curve(result):
+        elif sweep.kind == "pretrain" and not (curve := _curve(result)):
             failed.append({**entry, "error": "the trial ended without reporting an evaluation"})
         elif sweep.kind == "pretrain":
-            curve = _curve(result)
             max_steps = config_mod.load(sweep.config, entry["overrides"]).pretrain.max_steps
             last = curve[-1]
             row = {**entry, "stop_step": last["step"], "max_steps": max_steps, "metrics": last, "curve": curve}
@@ -294,10 +293,6 @@ def run(sweep: SweepConfig, log: Callable[[str], None] = print) -> dict:
     return manifest
 
 
-def _plain(v):
-    return v.item() if hasattr(v, "item") else v
-
-
 def _curve(result) -> list[dict]:
     """A pretraining trial's evaluations in report order: step, metrics, and the report's wall-clock time."""
     df = result.metrics_dataframe
@@ -306,4 +301,4 @@ def _curve(result) -> list[dict]:
     keep = [c for c in df.columns if c in ("step", "timestamp", "time_total_s") or c.startswith("val")
             or c.endswith(("_auc", "_gauc")) or c in ("loss", "lr", "tokens_per_s")]
     rows = df[keep].dropna(subset=["val_loss"]).drop_duplicates("step", keep="last").sort_values("step")
-    return [{k: _plain(v) for k, v in r.items()} for r in rows.to_dict("records")]
+    return [{k: plain(v) for k, v in r.items()} for r in rows.to_dict("records")]

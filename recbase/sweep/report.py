@@ -92,7 +92,8 @@ def plot_ablation(rows: list[dict], order: list[str], path_png: str) -> bytes:
 # pretraining searches: trials sorted by the metric, their validation curves, the best as a run config
 
 
-def _value(v) -> str:
+def value(v) -> str:
+    """A searched value as a table cell: small floats in scientific notation."""
     if isinstance(v, float):
         return f"{v:.2e}" if v and abs(v) < 0.01 else f"{v:.4g}"
     return str(v)
@@ -127,7 +128,7 @@ def search_table(rows: list[dict], keys: list[str], metric: str, mode: str, data
         stop = f"{r['stop_step']}" + ("" if r["stop_step"] >= r["max_steps"] else f" of {r['max_steps']} (early)")
         cells = [f"{m[k]:.4f}" if m.get(k) is not None else "" for k, _ in cols]
         seconds = m.get("time_total_s")
-        lines.append(f"| {i} | " + " | ".join([r[k] for k, _ in named] + [_value(r["params"][k]) for k in keys])
+        lines.append(f"| {i} | " + " | ".join([r[k] for k, _ in named] + [value(r["params"][k]) for k in keys])
                      + f" | {r['seed']} | {stop} | " + " | ".join(cells) + f" | {'' if seconds is None else f'{seconds:.0f}'} |")
     return "\n".join(lines) + "\n"
 
@@ -148,7 +149,7 @@ def plot_search(rows: list[dict], metric: str, mode: str, path_png: str) -> byte
         steps = [p["step"] for p in r["curve"]]
         style = "-" if r["stop_step"] >= r["max_steps"] else "--"
         label = ", ".join([*([r["variant"]] if r.get("variant") else []),
-                           *(f"{k.split('.')[-1]} {_value(v)}" for k, v in r["params"].items()), f"seed {r['seed']}"])
+                           *(f"{k.split('.')[-1]} {value(v)}" for k, v in r["params"].items()), f"seed {r['seed']}"])
         a1.plot(steps, [p["val_loss"] for p in r["curve"]], style, marker=".", color=f"C{i % 10}")
         a2.plot(steps, [p.get(metric) for p in r["curve"]], style, marker=".", color=f"C{i % 10}",
                 label=f"{i + 1}. {label}" if i < 10 else None)
@@ -188,7 +189,7 @@ def best_yaml(cfg, trial: dict, sweep, metric: str, dest: str) -> str:
     c["eval"]["output"] = storage.join(dest, "eval")
     c["finetune"]["output"] = storage.join(dest, "finetune")
     m = trial["metrics"]
-    named = ([f"variant {trial['variant']}"] if trial.get("variant") else []) + [f"{k}={_value(v)}" for k, v in trial["params"].items()]
+    named = ([f"variant {trial['variant']}"] if trial.get("variant") else []) + [f"{k}={value(v)}" for k, v in trial["params"].items()]
     head = [f"# The best trial of the pretraining search '{sweep.name}' by {metric} on the validation split:",
             f"#   {', '.join(named)}, seed {trial['seed']}",
             f"#   at step {trial['stop_step']}: {metric} {m.get(metric, float('nan')):.4f}, "

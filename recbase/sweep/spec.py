@@ -233,10 +233,13 @@ class SweepConfig:
         return self.num_samples * len(self.variants or [""]) * len(self.seeds) * math.prod(grid)
 
 
+def plain(v: Any) -> Any:
+    """A numpy scalar from Tune's samplers as the Python value (anything else as it is)."""
+    return v.item() if hasattr(v, "item") else v
+
+
 def _yaml(v: Any) -> str:
-    if hasattr(v, "item"):  # a numpy scalar from Tune's samplers
-        v = v.item()
-    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("\n...").strip()
+    return yaml.safe_dump(plain(v), default_flow_style=True).strip().removesuffix("\n...").strip()
 
 
 def load(path: str | Path, smoke: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:

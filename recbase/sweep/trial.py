@@ -57,16 +57,16 @@ def tokenizer_metrics(cfg: Config, domains, item_ids, x: np.ndarray,
     return out, index
 
 
-def pretrain_blocks(cfg: Config, index: ItemIndex, vocab: Vocab, validation: bool = False) -> dict:
-    """The corpus's histories in ``index``'s concept IDs as token blocks (input_ids/labels [N, T]): the
-    pretraining users', or with ``validation`` the held-out ones the validation loss reads (the Ray
-    path's split: ``sequences.is_validation`` by ``pretrain.val_fraction`` and ``pretrain.seed``)."""
+def pretrain_blocks(cfg: Config, index: ItemIndex, vocab: Vocab) -> tuple[dict, dict]:
+    """The corpus's histories in ``index``'s concept IDs as token blocks (input_ids/labels [N, T]), read
+    once: (the pretraining users', the held-out ones the validation loss reads) — the Ray path's split,
+    ``sequences.is_validation`` by ``pretrain.val_fraction`` and ``pretrain.seed``."""
     p = cfg.pretrain
     hist = storage.read_parquet(Corpus(cfg.data.output).histories).to_pydict()
-    rows = sequences.is_validation(hist["user_id"], p.val_fraction, p.seed)
-    rows = rows if validation else ~rows
-    return sequences.HistoryBlocks(index, p.block_len, vocab)(
-        {k: [v for v, keep in zip(hist[k], rows) if keep] for k in ("domains", "item_ids", "feedback")})
+    val = sequences.is_validation(hist["user_id"], p.val_fraction, p.seed)
+    build = sequences.HistoryBlocks(index, p.block_len, vocab)
+    return tuple(build({k: [v for v, keep in zip(hist[k], rows) if keep] for k in ("domains", "item_ids", "feedback")})
+                 for rows in (~val, val))
 
 
 def scored_sets(cfg: Config, datasets, max_users: int) -> dict:
@@ -101,7 +101,7 @@ def downstream(cfg: Config, index: ItemIndex, steps: int, max_users: int, datase
     # the learning-rate schedule fits the short run: warmup at most a tenth of it, cosine to its last step
     p = replace(cfg.pretrain, max_steps=steps, warmup_steps=min(cfg.pretrain.warmup_steps, max(1, steps // 10)))
     vocab = model_vocab(index.vocab, p.objective)
-    blocks = pretrain_blocks(cfg, index, vocab)
+    blocks, _ = pretrain_blocks(cfg, index, vocab)
     t0 = time.perf_counter()
     model, history = local.train(p, vocab, blocks, steps, seed=p.seed)
     out: dict = {"pretrain_steps": steps, "pretrain_loss": float(np.mean([h["loss"] for h in history[-10:]])),
@@ -149,7 +149,7 @@ def pretraining(cfg: Config, datasets: tuple[str, ...], eval_users: int, report:
     cfg = replace(cfg, pretrain=p)
     index = ItemIndex.load(cfg.tokenizer.output)
     vocab = model_vocab(index.vocab, p.objective)
-    train, val = pretrain_blocks(cfg, index, vocab), pretrain_blocks(cfg, index, vocab, validation=True)
+    train, val = pretrain_blocks(cfg, index, vocab)
     sets = scored_sets(cfg, datasets, eval_users)
     if not sets:
         raise ValueError(f"{cfg.data.output} has none of the datasets {list(datasets)}: a search needs the "
