@@ -19,6 +19,7 @@ on a handle it is the full path.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -128,23 +129,56 @@ class Embeddings(Output):
         """Every shard, concatenated (None if there is none). A reader: it never repairs — a shard it cannot
         parse is an error naming it, and the shard stays where it is (a store that does not answer fails
         with storage's own error, after its retries)."""
-        tables = []
-        for path in self.shard_files():
-            try:
-                tables.append(storage.read_parquet(path, columns))
-            except pa.ArrowInvalid as e:
-                raise RuntimeError(f"{path}: unreadable embedding shard ({type(e).__name__}: {e}); rerun "
-                                   f"{self.job} with embed.force=true to embed again") from e
+        tables = [self._read_shard(path, columns) for path in self.shard_files()]
         return pa.concat_tables(tables) if tables else None
 
-    def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(domains, item_ids, embeddings [N, E]) in (domain, item_id) order, whatever the shard order."""
-        table = self.read(["domain", "item_id", "embedding"])
+    def _read_shard(self, path: str, columns: list[str] | None) -> pa.Table:
+        try:
+            return storage.read_parquet(path, columns)
+        except pa.ArrowInvalid as e:
+            raise RuntimeError(f"{path}: unreadable embedding shard ({type(e).__name__}: {e}); rerun "
+                               f"{self.job} with embed.force=true to embed again") from e
+
+    def load(self, max_items: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(domains, item_ids, embeddings [N, E]) in (domain, item_id) order, whatever the shard order.
+
+        ``max_items`` > 0: a seeded sample of at most that many items (those with the smallest stable hash
+        of (domain, item_id), so the same items whatever the shard order), read one shard at a time: the
+        host holds the sample and one shard, never every embedding."""
+        columns = ["domain", "item_id", "embedding"]
+        if max_items > 0:
+            kept, keys = None, np.zeros(0, np.uint64)
+            for path in self.shard_files():
+                shard = self._read_shard(path, columns)
+                k = stable_keys(shard.column("domain").to_pylist(), shard.column("item_id").to_pylist())
+                both = shard if kept is None else pa.concat_tables([kept, shard])
+                keys = np.concatenate([keys, k])
+                if len(keys) > max_items:
+                    top = np.argsort(keys, kind="stable")[:max_items]
+                    both, keys = both.take(pa.array(top)), keys[top]
+                kept = both.combine_chunks()
+            table = kept
+        else:
+            table = self.read(columns)
         if table is None:
             raise FileNotFoundError(f"{self.shards}: no embedding shards; run {self.job} first")
         table = table.take(pc.sort_indices(table, [("domain", "ascending"), ("item_id", "ascending")]))
         return (table.column("domain").to_numpy(zero_copy_only=False),
                 table.column("item_id").to_numpy(zero_copy_only=False), from_arrow(table.column("embedding")))
+
+
+def stable_keys(domains, item_ids) -> np.ndarray:
+    """A stable 64-bit hash per (domain, item_id): the same on every machine and in every order."""
+    return np.fromiter((int.from_bytes(hashlib.blake2b(f"{d}\x1f{i}".encode(), digest_size=8).digest(), "big")
+                        for d, i in zip(domains, item_ids)), dtype=np.uint64, count=len(item_ids))
+
+
+def stable_sample(domains, item_ids, n: int) -> np.ndarray:
+    """Sorted row indices of the ``n`` items with the smallest ``stable_keys`` (all rows when n is 0 or
+    covers them): the tokenizer's training sample, the same items ``Embeddings.load(max_items=n)`` reads."""
+    if not n or n >= len(item_ids):
+        return np.arange(len(item_ids))
+    return np.sort(np.argsort(stable_keys(domains, item_ids), kind="stable")[:n])
 
 
 @dataclass(frozen=True)

@@ -235,6 +235,10 @@ class TokenizerConfig:
     reinit_settle_epochs: int = 10
     final_lr_fraction: float = 0.01
     seed: int = 0
+    # items the training task reads (0 = every item): a sample by a stable hash of each item, read shard by
+    # shard, so the task's host memory is bounded by train_items x dim floats, not the corpus (4.5M x 384
+    # float32 is 6.9 GB); every item is still assigned its codes (sharded). Cost on ML-1M: docs/scale.md
+    train_items: int = 0
     # training runs as one Ray task: "auto" = on a GPU when the cluster has one
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_cpus: int = 2
@@ -255,6 +259,9 @@ class TokenizerConfig:
             raise ConfigError("tokenizer.epochs_per_level, batch_size must be >= 1 and lr > 0")
         if self.entropy_weight < 0 or self.entropy_temperature <= 0:
             raise ConfigError("tokenizer.entropy_weight must be >= 0 and entropy_temperature > 0")
+        if self.train_items and self.train_items < self.codebook_size:
+            raise ConfigError(f"tokenizer.train_items must be 0 (every item) or >= codebook_size "
+                              f"({self.codebook_size}), got {self.train_items}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -33,3 +33,29 @@ def test_an_exported_model_is_found_in_a_pretraining_output(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a Hugging Face model directory nor a pretraining output with model/"):
         ExportedModel.find(str(tmp_path))
     assert "recbase.json" in artifacts.file_names() and "config.json" not in artifacts.file_names()
+
+
+def test_a_bounded_embedding_load_reads_the_same_stable_sample_whatever_the_shards(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+
+    from recbase import storage
+    from recbase.artifacts import Embeddings, stable_sample
+    from recbase.embed.encoder import to_arrow
+
+    rng = np.random.default_rng(0)
+    domains = np.array(["a"] * 30 + ["b"] * 30, dtype=object)
+    ids = np.array([f"i{k:02d}" for k in range(60)], dtype=object)
+    x = rng.standard_normal((60, 8)).astype(np.float32)
+    for name, order in (("one", np.arange(60)), ("two", rng.permutation(60))):
+        emb = Embeddings(str(tmp_path / name))
+        for s, part in enumerate(np.array_split(order, 4)):  # the same rows, shards cut differently
+            storage.write_parquet(pa.table({"domain": domains[part], "item_id": ids[part],
+                                            "embedding": to_arrow(x[part])}), f"{emb.shards}/part-{s}.parquet")
+    d1, i1, x1 = Embeddings(str(tmp_path / "one")).load(max_items=20)
+    d2, i2, x2 = Embeddings(str(tmp_path / "two")).load(max_items=20)
+    assert len(i1) == 20 and list(i1) == list(i2) and np.array_equal(x1, x2)
+    rows = stable_sample(domains, ids, 20)
+    assert list(i1) == list(ids[rows]) and np.array_equal(x1, x[rows])  # the sweep trials' sample
+    _, every, _ = Embeddings(str(tmp_path / "two")).load()
+    assert list(every) == list(ids) and len(Embeddings(str(tmp_path / "one")).load(max_items=100)[1]) == 60

@@ -56,6 +56,7 @@ def test_override_into_a_list_the_yaml_left_out_starts_from_the_default():
         ("data.sources.3.path=x", "is not an index of a list of 1"),
         ("data.sources.0.kind=netflix", "data.sources.0.kind: 'netflix' is not one of"),
         ("data.min_history", "not of the form key.sub=value"),
+        ("tokenizer.train_items=100", "tokenizer.train_items must be 0 (every item) or >= codebook_size (256)"),
     ],
 )
 def test_bad_configs_fail_with_the_key_named(override, message):

@@ -24,7 +24,7 @@ def _fit_task(cfg: TokenizerConfig, embed_output: str) -> tuple[dict, float]:
 
     torch.set_num_threads(max(1, cfg.num_cpus))
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    _, _, x = Embeddings(embed_output).load()
+    _, _, x = Embeddings(embed_output).load(max_items=cfg.train_items)
     return fit_and_save(x, cfg, device=device, progress=True), total_variance(x)
 
 

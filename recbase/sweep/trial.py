@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from recbase import storage
-from recbase.artifacts import Corpus
+from recbase.artifacts import Corpus, stable_sample
 from recbase.config import Config
 from recbase.data import sequences
 from recbase.eval import metrics as eval_metrics
@@ -33,10 +33,12 @@ from recbase.train import local, loop
 
 def tokenizer_metrics(cfg: Config, domains, item_ids, x: np.ndarray,
                       report: Callable[[dict], None] | None = None) -> tuple[dict, ItemIndex]:
-    """Train ``cfg.tokenizer`` on ``x`` [N, E] (``report`` sees every epoch's loss) and measure its codes."""
+    """Train ``cfg.tokenizer`` on ``x`` [N, E] (on its ``train_items`` sample, as the stage does; ``report``
+    sees every epoch's loss) and measure its codes on every item."""
     t = cfg.tokenizer
+    rows = stable_sample(domains, item_ids, t.train_items)
     t0 = time.perf_counter()
-    tok = Tokenizer.fit(x, t, log=lambda s: None,
+    tok = Tokenizer.fit(x[rows], t, log=lambda s: None,
                         on_epoch=None if report is None else lambda row: report({"epoch": row["epoch"] + 1, "loss": row["loss"]}))
     seconds = time.perf_counter() - t0
     codes = tok.codes(x)  # [N, L]
@@ -52,6 +54,7 @@ def tokenizer_metrics(cfg: Config, domains, item_ids, x: np.ndarray,
         "reconstruction_rel": m["reconstruction_rel"],
         "train_seconds": round(seconds, 2),
         "items": int(len(x)),
+        "train_items": int(len(rows)),
     }
     index = ItemIndex(Vocab(t.levels, t.codebook_size, out["dedup_size"]), domains, item_ids, codes, d)
     return out, index

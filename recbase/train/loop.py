@@ -102,8 +102,9 @@ def lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, 
     """Next-token cross-entropy, the mean over targets; with ``feedback_from`` (the first feedback token
     id) and ``feedback_weight`` != 1, a weighted mean in which each feedback-token target counts that much."""
     if feedback_from is None or feedback_weight == 1.0:
-        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # [B, T-1, V]
+        # use_cache=False: training builds no key-value cache (transformers would fill one every step)
+        return model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]  # [B, T-1, V]
     targets = labels[:, 1:]  # [B, T-1]: predict token t+1 from t
     ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                          ignore_index=IGNORE, reduction="none")  # [B (T-1)]

@@ -1,0 +1,192 @@
+"""Every stage's wall time and peak memory at a corpus size, on the synthetic Amazon-layout corpus.
+
+    python benchmarks/scale.py --items 100000 --interactions 800000 --work /tmp/scale
+    python benchmarks/scale.py --items 1000000 --interactions 8000000 --work /tmp/scale
+    python benchmarks/scale.py --plot --work /tmp/scale        # table + log-log plot of what ran
+
+Each size gets its own folder under ``--work`` (the generated corpus, the run config, every stage's
+output). Each stage runs as the user runs it (``python jobs/<stage>.py --config <run.yaml>``, its own
+``ray.init``), and a sampler reads the RSS of that process and of every process under it (GCS, raylet,
+Ray workers) every 0.5 s: the largest single process and the summed peak (shared object-store pages are
+counted in each process that maps them, so the sum is an upper bound). Rows go to
+``<work>/scale.jsonl`` as each stage ends, a failed or timed-out stage included (with its exit status).
+
+What is cut down so that a size finishes on 2 cores, and is the same at every size: the encoder is the
+small random sentence-transformers model of ``embed_streaming_memory.py`` (the pipeline is measured,
+not MiniLM); the CL-VAE trains ``--tokenizer-epochs`` epochs per level; pretraining runs ``--steps``
+steps; evaluation scores every pair of the unseen-domain and unseen-user datasets with the model and
+the counting baselines (no LLM, no beam search). Corpus preparation and embedding run in full.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import yaml
+
+from embed_streaming_memory import tiny_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAGES = {"corpus": "prepare_corpus", "embed": "embed", "tokenize": "train_tokenizer", "pretrain": "pretrain",
+          "evaluate": "evaluate"}
+
+
+def run_config(work: str, synthetic: str, model: str, args) -> dict:
+    return {
+        "data": {
+            "sources": [{"kind": "amazon2023", "path": synthetic}],
+            "output": f"{work}/corpus",
+            "history_feedback": "all",
+            "min_history": 5,
+            "split": {"unseen_domains": ["Books", "Toys_and_Games"], "unseen_user_fraction": 0.1,
+                      "validation_domains": ["Automotive", "Movies_and_TV"], "validation_user_fraction": 0.05,
+                      "candidates_per_user": 5, "min_eval_history": 5},
+        },
+        "embed": {"model": model, "output": f"{work}/embeddings", "batch_size": 1024, "rows_per_file": 200_000},
+        "tokenizer": {"output": f"{work}/tokenizer", "levels": 3, "codebook_size": 256,
+                      "epochs_per_level": args.tokenizer_epochs, "reinit_settle_epochs": 0,
+                      "train_items": args.tokenizer_items,
+                      "enforce_quality_gate": False},
+        "pretrain": {"objective": "feedback", "max_steps": args.steps, "warmup_steps": 1,
+                     "eval_every": args.steps, "checkpoint_every": args.steps, "output": f"{work}/pretraining"},
+        "eval": {"datasets": ["unseen_domains", "unseen_users"],
+                 "baselines": ["popularity", "popularity_pretrain", "like_rate", "like_share"],
+                 "recommend_users": 0, "output": f"{work}/eval"},
+    }
+
+
+def measure(cmd: list[str], log_path: str, timeout: float, cap_gib: float = 0) -> dict:
+    """Run ``cmd``; its wall time, exit status and peak RSS (largest process, summed over its tree). It is
+    killed past ``timeout`` seconds or when its tree's RSS passes ``cap_gib`` (before the OOM killer picks
+    a process of its own), and the row says which."""
+    t0, stopped = time.perf_counter(), ""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        root, largest, summed, rc = psutil.Process(proc.pid), 0, 0, None
+        while rc is None:
+            total = 0
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                tree = []
+            for p in tree:
+                try:
+                    rss = p.memory_info().rss
+                except psutil.Error:
+                    continue
+                total += rss
+                largest = max(largest, rss)
+            summed = max(summed, total)
+            if not stopped and time.perf_counter() - t0 > timeout:
+                stopped = f"killed at the {timeout:.0f} s timeout"
+            if not stopped and cap_gib and total > cap_gib * 2**30:
+                stopped = f"killed at the {cap_gib:g} GiB memory cap"
+            if stopped:
+                for p in tree[::-1]:
+                    try:
+                        p.kill()
+                    except psutil.Error:
+                        pass
+            try:
+                rc = proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+    return {"seconds": round(time.perf_counter() - t0, 1), "rc": rc, "stopped": stopped,
+            "largest_gib": round(largest / 2**30, 3), "summed_gib": round(summed / 2**30, 3)}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| stage | items | interactions | wall s | largest process GiB | summed GiB | exit |",
+             "|---|---|---|---|---|---|---|"]  # a stopped stage's figures are where it was stopped
+    for r in sorted(rows, key=lambda r: (list(STAGES).index(r["stage"]), r["items"])):
+        lines.append(f"| {r['stage']} | {r['items']:,} | {r['interactions']:,} | {r['seconds']:,.1f} | "
+                     f"{r['largest_gib']:.2f} | {r['summed_gib']:.2f} | {r['rc']}{' (' + r['stopped'] + ')' if r.get('stopped') else ''} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for stage in STAGES:
+        rs = sorted((r for r in rows if r["stage"] == stage and r["rc"] == 0), key=lambda r: r["items"])
+        if rs:
+            x = [r["items"] for r in rs]
+            a.plot(x, [r["seconds"] for r in rs], "o-", label=stage)
+            b.plot(x, [r["largest_gib"] for r in rs], "o-", label=stage)
+    for ax, title in ((a, "wall time (s)"), (b, "peak RSS, largest process (GiB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("items (interactions = 8 x items)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    a.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", required=True)
+    p.add_argument("--items", type=int)
+    p.add_argument("--interactions", type=int)
+    p.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    p.add_argument("--tokenizer-epochs", type=int, default=2)
+    p.add_argument("--tokenizer-items", type=int, default=100_000, help="tokenizer.train_items")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--timeout", type=float, default=3600, help="seconds per stage before it is killed")
+    p.add_argument("--memory-cap", type=float, default=20.0,
+                   help="GiB of summed RSS at which a stage is killed (0: none; this machine has 24)")
+    p.add_argument("--plot", action="store_true", help="only print the table and draw the plot of what ran")
+    args = p.parse_args()
+    results = os.path.join(args.work, "scale.jsonl")
+    if args.plot:
+        rows = [json.loads(line) for line in open(results)]
+        print(table(rows))
+        plot(rows, os.path.join(args.work, "scale.png"))
+        print(f"plot: {os.path.join(args.work, 'scale.png')}")
+        return
+    if not args.items or not args.interactions:
+        p.error("--items and --interactions are needed (or --plot)")
+    work = os.path.abspath(os.path.join(args.work, f"{args.items}"))
+    synthetic = os.path.join(work, "synthetic")
+    os.makedirs(work, exist_ok=True)
+    if not os.path.exists(os.path.join(synthetic, "synthetic.json")):
+        gen = measure([sys.executable, "benchmarks/make_synthetic.py", "--items", str(args.items),
+                       "--interactions", str(args.interactions), "--out", synthetic],
+                      os.path.join(work, "generate.log"), args.timeout)
+        print(f"generated in {gen['seconds']:.0f} s (peak {gen['largest_gib']:.2f} GiB)", flush=True)
+        if gen["rc"] != 0:
+            sys.exit(f"generation failed: see {work}/generate.log")
+    model = os.path.join(work, "encoder")
+    if not os.path.exists(model):
+        os.makedirs(model)
+        model = tiny_model(model)
+    else:
+        model = os.path.join(model, "st")
+    cfg_path = os.path.join(work, "run.yaml")
+    with open(cfg_path, "w") as f:
+        yaml.safe_dump(run_config(work, synthetic, model, args), f, sort_keys=False)
+    for stage in args.stages:
+        cmd = [sys.executable, f"jobs/{STAGES[stage]}.py", "--config", cfg_path]
+        r = measure(cmd, os.path.join(work, f"{stage}.log"), args.timeout, args.memory_cap)
+        row = {"stage": stage, "items": args.items, "interactions": args.interactions, **r}
+        with open(results, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{stage:9s} {r['seconds']:8.1f} s  largest {r['largest_gib']:.2f} GiB  summed "
+              f"{r['summed_gib']:.2f} GiB  exit {r['rc']} {r['stopped']}", flush=True)
+        if r["rc"] != 0:
+            print(f"  {stage} failed: the later stages need its output; see {work}/{stage}.log")
+            break
+
+
+if __name__ == "__main__":
+    main()
