@@ -54,6 +54,21 @@ def write_items(path: str, n: int, chunk: int = 100_000) -> None:
             }, schema=schema), row_group_size=chunk)
 
 
+def tree_rss(root: psutil.Process) -> tuple[int, int]:
+    """(summed RSS, largest single RSS) of ``root`` and every process under it (Ray's GCS, raylet, workers)."""
+    try:
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0, 0
+    sizes = []
+    for p in tree:
+        try:
+            sizes.append(p.memory_info().rss)
+        except psutil.Error:
+            continue
+    return sum(sizes), max(sizes, default=0)
+
+
 class PeakRSS(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -65,14 +80,8 @@ class PeakRSS(threading.Thread):
     def run(self) -> None:
         me = psutil.Process()
         while not self.stop.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    rss = p.memory_info().rss
-                except psutil.Error:
-                    continue
-                total += rss
-                self.process = max(self.process, rss)
+            total, largest = tree_rss(me)
+            self.process = max(self.process, largest)
             self.driver = max(self.driver, me.memory_info().rss)
             self.peak = max(self.peak, total)
             time.sleep(0.5)

@@ -29,7 +29,7 @@ import time
 import psutil
 import yaml
 
-from embed_streaming_memory import tiny_model
+from embed_streaming_memory import tiny_model, tree_rss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = {"corpus": "prepare_corpus", "embed": "embed", "tokenize": "train_tokenizer", "pretrain": "pretrain",
@@ -69,24 +69,17 @@ def measure(cmd: list[str], log_path: str, timeout: float, cap_gib: float = 0) -
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         root, largest, summed, rc = psutil.Process(proc.pid), 0, 0, None
         while rc is None:
-            total = 0
-            try:
-                tree = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                tree = []
-            for p in tree:
-                try:
-                    rss = p.memory_info().rss
-                except psutil.Error:
-                    continue
-                total += rss
-                largest = max(largest, rss)
-            summed = max(summed, total)
+            total, biggest = tree_rss(root)
+            summed, largest = max(summed, total), max(largest, biggest)
             if not stopped and time.perf_counter() - t0 > timeout:
                 stopped = f"killed at the {timeout:.0f} s timeout"
             if not stopped and cap_gib and total > cap_gib * 2**30:
                 stopped = f"killed at the {cap_gib:g} GiB memory cap"
             if stopped:
+                try:
+                    tree = [root, *root.children(recursive=True)]
+                except psutil.Error:
+                    tree = []
                 for p in tree[::-1]:
                     try:
                         p.kill()

@@ -34,7 +34,8 @@ def digest(folder):
 def test_the_generator_is_seeded_and_its_planted_lines_are_rejected_with_their_reasons(tmp_path):
     a = generate(tmp_path / "a")
     assert generate(tmp_path / "b")["planted"] == a["planted"] and digest(tmp_path / "a") == digest(tmp_path / "b")
-    assert digest(tmp_path / "a") != (generate(tmp_path / "c", "--seed", "1"), digest(tmp_path / "c"))[1]
+    generate(tmp_path / "c", "--seed", "1")
+    assert digest(tmp_path / "a") != digest(tmp_path / "c")
     assert a["items"] == 3000 and a["interactions"] == 40000 and len(a["categories"]) == 15
     assert sum(c["items"] for c in a["categories"].values()) == 3000
     assert sum(c["interactions"] for c in a["categories"].values()) == 40000
