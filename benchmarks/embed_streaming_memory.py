@@ -102,7 +102,7 @@ def main() -> None:
         corpus = os.path.join(tmp, "corpus")
         os.makedirs(corpus)
         write_items(Corpus(corpus).items, args.items)
-        open(Corpus(corpus).manifest_path, "w").write("{}")
+        open(Corpus(corpus).manifest_path, "w").write('{"text_format": "generated"}')  # what embed records
         cfg = config.load(None, [f"data.output={corpus}", f"embed.output={tmp}/emb", f"embed.model={model}",
                                  f"embed.batch_size={args.batch_size}", "embed.rows_per_file=200000"])
         ray.init(include_dashboard=False, log_to_driver=False)
