@@ -32,8 +32,12 @@ import yaml
 from embed_streaming_memory import tiny_model, tree_rss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STAGES = {"corpus": "prepare_corpus", "embed": "embed", "tokenize": "train_tokenizer", "pretrain": "pretrain",
-          "evaluate": "evaluate"}
+# stage -> (job, its overrides); corpus_ray prepares the same corpus over Ray Data (data.engine=ray) beside
+# it, into its own folder (the later stages read the one-process corpus)
+STAGES = {"corpus": ("prepare_corpus", []),
+          "corpus_ray": ("prepare_corpus", ["data.engine=ray", "data.output={work}/corpus_ray"]),
+          "embed": ("embed", []), "tokenize": ("train_tokenizer", []), "pretrain": ("pretrain", []),
+          "evaluate": ("evaluate", [])}
 
 
 def run_config(work: str, synthetic: str, model: str, args) -> dict:
@@ -118,7 +122,8 @@ def plot(rows: list[dict], path: str) -> None:
     for ax, title in ((a, "wall time (s)"), (b, "peak RSS, largest process (GiB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("items (interactions = 8 x items)")
+        per_item = sorted({round(r["interactions"] / r["items"]) for r in rows})
+        ax.set_xlabel(f"items (interactions = {' / '.join(map(str, per_item))} x items)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
     a.legend()
@@ -169,7 +174,8 @@ def main() -> None:
     with open(cfg_path, "w") as f:
         yaml.safe_dump(run_config(work, synthetic, model, args), f, sort_keys=False)
     for stage in args.stages:
-        cmd = [sys.executable, f"jobs/{STAGES[stage]}.py", "--config", cfg_path]
+        job, overrides = STAGES[stage]
+        cmd = [sys.executable, f"jobs/{job}.py", "--config", cfg_path, *(o.format(work=work) for o in overrides)]
         r = measure(cmd, os.path.join(work, f"{stage}.log"), args.timeout, args.memory_cap)
         row = {"stage": stage, "items": args.items, "interactions": args.interactions, **r}
         with open(results, "a") as f:

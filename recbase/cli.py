@@ -48,12 +48,21 @@ def parse(argv: list[str] | None = None, description: str = "") -> tuple[argpars
     return args, cfg
 
 
+def prepare_corpus(cfg):
+    """The corpus stage where ``data.engine`` says: in this process, or over Ray Data."""
+    if cfg.engine == "ray":
+        from recbase.launch import corpus
+    else:
+        from recbase.data import corpus
+    return corpus.prepare(cfg)
+
+
 @command
 def prepare_main(argv: list[str] | None = None) -> int:
-    from recbase.data.corpus import prepare, summary
+    from recbase.data.corpus import summary
 
     _, cfg = parse(argv, "Prepare the unified corpus (items, interactions, histories, held-out splits).")
-    manifest = prepare(cfg.data)
+    manifest = prepare_corpus(cfg.data)
     print(summary(manifest))
     return 0
 
@@ -123,12 +132,12 @@ def finetune_main(argv: list[str] | None = None) -> int:
 
 @command
 def pipeline_main(argv: list[str] | None = None) -> int:
-    from recbase.data.corpus import prepare, summary
+    from recbase.data.corpus import summary
     from recbase.launch import embed, evaluate, finetune, pretrain, tokenize
     from recbase.tokenizer.metrics import describe
 
     _, cfg = parse(argv, "The main job: corpus -> embed -> tokenise -> pretrain -> evaluate (-> fine-tune).")
-    print(summary(prepare(cfg.data)))
+    print(summary(prepare_corpus(cfg.data)))
     corpus = Corpus(cfg.data.output)
     embeddings = embed.run(cfg.embed, corpus)
     tokenizer = tokenize.run(cfg.tokenizer, embeddings)

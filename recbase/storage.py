@@ -92,6 +92,15 @@ def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
     def read() -> pa.Table:
         if not fs.exists(p):
             raise FileNotFoundError(f"{path}: no such file")
+        if fs.isdir(p):  # a sharded table (corpus preparation on Ray): its part files in name order
+            parts = sorted(f for f in fs.ls(p, detail=False) if f.endswith(".parquet"))
+            tables = []
+            for part in parts:
+                with fs.open(part, "rb") as f:
+                    tables.append(pq.read_table(f, columns=columns))
+            if not tables:
+                raise FileNotFoundError(f"{path}: a directory with no .parquet part")
+            return pa.concat_tables(tables)
         with fs.open(p, "rb") as f:
             return pq.read_table(f, columns=columns)
 

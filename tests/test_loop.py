@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from recbase.data.sequences import IGNORE
 from recbase.model import decoder
 from recbase.model.vocab import Vocab
-from recbase.train.loop import lm_loss
+from recbase.train.loop import lm_loss, pair_loss
 
 
 def test_feedback_weight_weighs_feedback_targets_and_one_is_the_plain_mean():
@@ -29,6 +29,26 @@ def test_feedback_weight_weighs_feedback_targets_and_one_is_the_plain_mean():
     w = torch.where(t >= fb, 4.0, 1.0) * (t != IGNORE)
     assert (t >= fb).any()  # the random ids hold feedback targets
     assert float(lm_loss(model, ids, mask, labels, fb, 4.0)) == pytest.approx(float((ce * w).sum() / w.sum()), rel=1e-5)
+
+
+def test_pair_loss_ranks_a_blocks_liked_targets_above_its_not_liked_ones_and_adds_to_the_loss():
+    liked = 10
+    targets = torch.tensor([[liked, liked + 1, liked, 3, IGNORE], [liked, liked, 3, 4, IGNORE]])  # [2, 5]
+    logits = torch.zeros(2, 5, 12)  # [B, T-1, V]
+    logits[0, 0, liked] = logits[0, 2, liked] = 2.0  # block 0: both liked targets 2 above the not-liked one
+    # two (liked, not-liked) pairs, both right by a margin of 2; block 1 has no not-liked target: no pair
+    assert float(pair_loss(logits, targets, liked)) == pytest.approx(float(F.softplus(torch.tensor(-2.0))))
+    logits[0, 1, liked] = 4.0  # the not-liked target now scores 2 above both liked ones
+    assert float(pair_loss(logits, targets, liked)) == pytest.approx(float(F.softplus(torch.tensor(2.0))))
+    # the pair term is added to the language-model loss, scaled by pair_weight
+    torch.manual_seed(0)
+    vocab = Vocab(levels=2, codebook_size=17, feedback=True)
+    model = decoder.build("tiny", vocab.size)
+    ids = torch.randint(3, vocab.size, (2, 9))
+    labels, mask, fb = ids.clone(), torch.ones_like(ids), vocab.feedback_from
+    lg = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    expected = float(lm_loss(model, ids, mask, labels, fb, 1.0)) + 0.5 * float(pair_loss(lg, labels[:, 1:], fb))
+    assert float(lm_loss(model, ids, mask, labels, fb, 1.0, 0.5)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_in_process_training_uses_the_ray_paths_optimizer_and_engine(monkeypatch):

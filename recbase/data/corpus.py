@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -29,11 +30,15 @@ from recbase.artifacts import Corpus
 from recbase.config import ConfigError, DataConfig, to_dict
 from recbase.data import splits
 from recbase.data.rejects import Rejects
-from recbase.data.schema import INTERACTIONS, ITEMS, SCHEMA_VERSION
+from recbase.data.schema import INTERACTIONS, ITEM_STATS, ITEMS, SCHEMA_VERSION
 from recbase.data.sources import read_source
 from recbase.data.sources.base import ITEM_COLUMNS, ORIGIN, SourceTables, reject_where
 from recbase.data.text import format_items
 
+
+
+# where and how a corpus is prepared, not what it holds: a corpus prepared either way is reused by the other
+ENGINE_KEYS = ("engine", "shard_rows")
 
 
 class CountMismatch(AssertionError):
@@ -44,27 +49,36 @@ def _blank(s: pd.Series) -> pd.Series:
     return s.isna() | (s.astype("string").str.strip() == "")
 
 
-def _clean_source(label: str, t: SourceTables, rejects: Rejects):
-    """Checks every source shares: null ids, duplicates, interactions pointing at no item."""
-    items = t.items.reindex(columns=[*ITEM_COLUMNS, *ORIGIN])  # text fields a source lacks: null
+def clean_items(label: str, items: pd.DataFrame, rejects: Rejects) -> pd.DataFrame:
+    """One source's items: null ids and duplicate (domain, item_id) rejected, the first kept."""
+    items = items.reindex(columns=[*ITEM_COLUMNS, *ORIGIN])  # text fields a source lacks: null
     items = reject_where(items, _blank(items["item_id"]) | _blank(items["domain"]), label, "items", "null_id", rejects)
-    items = reject_where(items, items.duplicated(["domain", "item_id"]), label, "items", "duplicate_item", rejects)
+    return reject_where(items, items.duplicated(["domain", "item_id"]), label, "items", "duplicate_item", rejects)
 
-    inter = t.interactions
+
+def clean_interactions(label: str, inter: pd.DataFrame, item_keys: pd.DataFrame, rejects: Rejects) -> pd.DataFrame:
+    """One source's interactions, in the order read, against its cleaned items' (domain, item_id): null ids,
+    interactions pointing at no item, exact duplicates (the first kept). Every check looks at one user's rows
+    only (or one row), so any whole-user subset of a source is cleaned exactly as the whole source is."""
     inter = reject_where(inter, _blank(inter["user_id"]) | _blank(inter["item_id"]), label, "interactions", "null_id", rejects)
     if "domain" not in inter.columns:
         # the source's items say which domain an interaction belongs to
-        domain_of = items.drop_duplicates("item_id").set_index("item_id")["domain"]
+        domain_of = item_keys.drop_duplicates("item_id").set_index("item_id")["domain"]
         inter = inter.assign(domain=inter["item_id"].map(domain_of))
         unknown = inter["domain"].isna()
     else:
-        known = pd.MultiIndex.from_frame(items[["domain", "item_id"]])
+        known = pd.MultiIndex.from_frame(item_keys[["domain", "item_id"]])
         unknown = ~pd.MultiIndex.from_frame(inter[["domain", "item_id"]]).isin(known)
         unknown = pd.Series(unknown, index=inter.index)
     inter = reject_where(inter, unknown, label, "interactions", "unknown_item", rejects)
     dup = inter.duplicated(["user_id", "item_id", "domain", "timestamp", "rating", "click"])
-    inter = reject_where(inter, dup, label, "interactions", "duplicate", rejects)
+    return reject_where(inter, dup, label, "interactions", "duplicate", rejects)
 
+
+def _clean_source(label: str, t: SourceTables, rejects: Rejects):
+    """Checks every source shares: null ids, duplicates, interactions pointing at no item."""
+    items = clean_items(label, t.items, rejects)
+    inter = clean_interactions(label, t.interactions, items[["domain", "item_id"]], rejects)
     pairs = t.pairs
     if pairs is not None:
         pairs = reject_where(pairs, _blank(pairs["user_id"]) | _blank(pairs["item_id"]), label, "pairs", "null_id", rejects)
@@ -77,11 +91,43 @@ def _clean_source(label: str, t: SourceTables, rejects: Rejects):
     return items, inter, pairs
 
 
-def _check_same_settings(manifest: dict, cfg: DataConfig) -> None:
+def finish_items(items: pd.DataFrame, used: set, cfg: DataConfig, rejects: Rejects) -> pd.DataFrame:
+    """Every source's cleaned items in one table: a (domain, item_id) two sources share kept by the first
+    listed, items no interaction or given pair uses rejected (``drop_items_without_interactions``), sorted,
+    with the unified text."""
+    dup = items.duplicated(["domain", "item_id"])
+    for label in items.loc[dup, "_source"].unique():
+        m = dup & (items["_source"] == label)
+        rejects.add_frame(label, "items", "duplicate_item", items.loc[m, ORIGIN])
+    items = items.loc[~dup]
+    if cfg.drop_items_without_interactions:
+        unused = pd.Series([k not in used for k in zip(items["domain"], items["item_id"])], index=items.index)
+        for label in items.loc[unused, "_source"].unique():
+            m = unused & (items["_source"] == label)
+            rejects.add_frame(label, "items", "item_without_interactions", items.loc[m, ORIGIN])
+        items = items.loc[~unused]
+    items = items.sort_values(["domain", "item_id"], kind="mergesort").reset_index(drop=True)
+    items["text"] = format_items(items, cfg.text_format)
+    return items
+
+
+def check_counts(reports: list[dict], kept: dict[str, dict[str, int]], rejects: Rejects) -> None:
+    """kept + rejected = read per source and table, or we stop before writing anything; fills each
+    report's ``kept`` and ``rejected``."""
+    for rep in reports:
+        rep["kept"] = kept.get(rep["name"], {})
+        rep["rejected"] = {t: rejects.count(rep["name"], t) for t in rep["read"]}
+        for t, n_read in rep["read"].items():
+            n_rej = sum(rep["rejected"][t].values())
+            if rep["kept"].get(t, 0) + n_rej != n_read:
+                raise CountMismatch(f"{rep['name']}/{t}: kept {rep['kept'].get(t, 0)} + rejected {n_rej} != read {n_read}")
+
+
+def check_same_settings(manifest: dict, cfg: DataConfig) -> None:
     """A complete corpus is reused only for the settings it was prepared with: another ``history_feedback``,
     split or source would silently feed every later stage the old corpus."""
     had, asked = manifest.get("config", {}), to_dict(cfg)
-    differ = [k for k in asked if k not in ("output", "force") and k in had and not _same(had[k], asked[k])]
+    differ = [k for k in asked if k not in ("output", "force", *ENGINE_KEYS) and k in had and not _same(had[k], asked[k])]
     if differ:
         raise ConfigError(f"{cfg.output} was prepared with other data settings ({', '.join(f'data.{k}' for k in differ)}: "
                           f"{', '.join(repr(had.get(k)) for k in differ)}); set data.force=true to prepare it again "
@@ -96,11 +142,12 @@ def _same(had, asked) -> bool:
 
 
 def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
-    """Prepare the corpus ``cfg`` describes; returns its manifest (skips if already complete)."""
+    """Prepare the corpus ``cfg`` describes in this process (pandas); returns its manifest (skips if already
+    complete). ``recbase.launch.corpus`` runs the same steps over Ray Data for corpora too large for one."""
     out, corpus = cfg.output, Corpus(cfg.output)
     finished = corpus.reuse(cfg.force, log)
     if finished is not None:
-        _check_same_settings(finished, cfg)
+        check_same_settings(finished, cfg)
         return finished
     t_start = time.perf_counter()
     rejects = Rejects()
@@ -115,95 +162,140 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
         inter_frames.append(inter)
         if pairs is not None:
             given.append((src.label, items["domain"].iloc[0] if len(items) else src.label, pairs, tables.pair_histories))
-        reports.append({"name": src.label, "kind": src.kind, "path": src.path, "files": tables.files,
-                        "notes": tables.notes, "read": tables.read})
+        reports.append(source_report(src, tables))
         log(f"[corpus] read {src.label}: {tables.read} ({time.perf_counter() - t0:.1f} s)")
 
-    items = pd.concat(item_frames, ignore_index=True)
     inter = pd.concat(inter_frames, ignore_index=True)
-    # the same (domain, item_id) from two sources: the first source listed keeps it
-    dup = items.duplicated(["domain", "item_id"])
-    for label in items.loc[dup, "_source"].unique():
-        m = dup & (items["_source"] == label)
-        rejects.add_frame(label, "items", "duplicate_item", items.loc[m, ORIGIN])
-    items = items.loc[~dup]
-
     used = set(zip(inter["domain"], inter["item_id"]))
     for label, domain, pairs, histories in given:
         used |= {(domain, i) for i in pairs["item_id"]}
         used |= {(domain, i) for h in histories.values() for i in h}
-    if cfg.drop_items_without_interactions:
-        unused = pd.Series([k not in used for k in zip(items["domain"], items["item_id"])], index=items.index)
-        for label in items.loc[unused, "_source"].unique():
-            m = unused & (items["_source"] == label)
-            rejects.add_frame(label, "items", "item_without_interactions", items.loc[m, ORIGIN])
-        items = items.loc[~unused]
-
-    items = items.sort_values(["domain", "item_id"], kind="mergesort").reset_index(drop=True)
-    items["text"] = format_items(items, cfg.text_format)
+    items = finish_items(pd.concat(item_frames, ignore_index=True), used, cfg, rejects)
     inter = splits.order(inter)
 
-    # counts add up, per source and table, or we stop before writing anything
+    kept: dict[str, dict[str, int]] = {}
     for rep in reports:
-        kept = {
-            "items": int((items["_source"] == rep["name"]).sum()),
-            "interactions": int((inter["_source"] == rep["name"]).sum()),
-        }
-        for label, _, pairs, _ in given:
-            if label == rep["name"]:
-                kept["pairs"] = len(pairs)
-        rep["kept"] = kept
-        rep["rejected"] = {t: rejects.count(rep["name"], t) for t in rep["read"]}
-        for t, n_read in rep["read"].items():
-            n_rej = sum(rep["rejected"][t].values())
-            if kept.get(t, 0) + n_rej != n_read:
-                raise CountMismatch(f"{rep['name']}/{t}: kept {kept.get(t, 0)} + rejected {n_rej} != read {n_read}")
+        kept[rep["name"]] = {"items": int((items["_source"] == rep["name"]).sum()),
+                             "interactions": int((inter["_source"] == rep["name"]).sum())}
+    for label, _, pairs, _ in given:
+        kept[label]["pairs"] = len(pairs)
+    check_counts(reports, kept, rejects)
 
-    split_report, pretraining, tables = _split(cfg, items, inter, given)
-    files = dict(Corpus.FILES)
-    for name in tables:
-        files[f"{Corpus.pairs_dir}/{name}"] = Corpus.pairs_file(name)
+    check_split_domains(cfg, items)
+    held, val_users = held_out_users(cfg, inter["user_id"].unique())
+    part = split_users(cfg, inter, items_by_domain(items), held, val_users)
+    item_stats = merge_item_stats([part.item_stats])
+    tables = {name: pa.concat_tables([t for _, t in per]) for name, per in part.pairs.items()}
+    given_stats = {}
+    for label, domain, pairs, histories in given:
+        tables[label], given_stats[label] = splits.given_pairs(pairs, domain, histories, cfg.max_history)
+    split_report = merge_split_report(cfg, [part.without_tables()], held, val_users, item_stats, given_stats)
 
     t_write = time.perf_counter()
     storage.write_parquet(pa.Table.from_pandas(items[ITEMS.names], schema=ITEMS, preserve_index=False), corpus.items)
     storage.write_parquet(pa.Table.from_pandas(inter[INTERACTIONS.names], schema=INTERACTIONS, preserve_index=False), corpus.interactions)
     storage.write_parquet(rejects.to_table(), corpus.rejects)
-    for name, table in pretraining.items():
-        storage.write_parquet(table, corpus.path(Corpus.FILES[name]))
+    storage.write_parquet(part.histories, corpus.histories)
+    storage.write_parquet(item_stats, corpus.item_stats)
     for name, table in tables.items():
         storage.write_parquet(table, corpus.pairs(name))
-
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "recbase_version": recbase.__version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "output": out,
-        "config": to_dict(cfg),
-        "sources": reports,
-        "totals": _totals(reports),
-        "domains": _domains(items, inter),
-        "users": int(inter["user_id"].nunique()),
-        "text_format": cfg.text_format,
-        "split": split_report,
-        "files": files,
-        "seconds": {"total": round(time.perf_counter() - t_start, 2), "write": round(time.perf_counter() - t_write, 2)},
-    }
+    manifest = build_manifest(cfg, reports, items, domain_counts(inter), int(inter["user_id"].nunique()),
+                              split_report, tables, time.perf_counter() - t_start, time.perf_counter() - t_write)
     corpus.write_manifest(manifest)  # last: the corpus is complete once this exists
     log(f"[corpus] wrote {out} ({manifest['seconds']['total']} s)")
     return manifest
 
 
-def _split(cfg: DataConfig, items: pd.DataFrame, inter: pd.DataFrame, given) -> tuple[dict, dict[str, pa.Table], dict[str, pa.Table]]:
-    """The split report, the pretraining tables (histories, item stats), and the evaluation pair tables by name."""
-    sp = cfg.split
+def source_report(src, tables: SourceTables) -> dict:
+    return {"name": src.label, "kind": src.kind, "path": src.path, "files": tables.files, "notes": tables.notes,
+            "read": tables.read}
+
+
+def build_manifest(cfg: DataConfig, reports: list[dict], items: pd.DataFrame, dom_counts: dict, n_users: int,
+                   split_report: dict, pair_names, seconds: float, write_seconds: float, **extra) -> dict:
+    files = dict(Corpus.FILES)
+    for name in pair_names:
+        files[f"{Corpus.pairs_dir}/{name}"] = Corpus.pairs_file(name)
+    n_items = items.groupby("domain").size()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "recbase_version": recbase.__version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "output": cfg.output,
+        "config": to_dict(cfg),
+        "sources": reports,
+        "totals": _totals(reports),
+        "domains": {d: {"items": int(n_items.get(d, 0)), **dom_counts.get(d, {"interactions": 0, "users": 0})}
+                    for d in sorted(n_items.index)},
+        "users": n_users,
+        "text_format": cfg.text_format,
+        "split": split_report,
+        "files": files,
+        **extra,
+        "seconds": {"total": round(seconds, 2), "write": round(write_seconds, 2)},
+    }
+
+
+def domain_counts(inter: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per domain, its interactions and users (whole-user subsets add up: ``merge_domain_counts``)."""
+    g = inter.groupby("domain")
+    n_inter, n_users = g.size(), g["user_id"].nunique()
+    return {d: {"interactions": int(n_inter[d]), "users": int(n_users[d])} for d in n_inter.index}
+
+
+def merge_domain_counts(parts: list[dict]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for p in parts:
+        for d, c in p.items():
+            o = out.setdefault(d, {"interactions": 0, "users": 0})
+            o["interactions"] += c["interactions"]
+            o["users"] += c["users"]
+    return out
+
+
+def check_split_domains(cfg: DataConfig, items: pd.DataFrame) -> None:
     all_domains = sorted(items["domain"].unique())
     for key in ("unseen_domains", "validation_domains"):
-        missing = [d for d in getattr(sp, key) if d not in all_domains]
+        missing = [d for d in getattr(cfg.split, key) if d not in all_domains]
         if missing:
             raise ConfigError(f"data.split.{key} {missing} are not domains of this corpus; domains: {all_domains}")
+
+
+def held_out_users(cfg: DataConfig, users) -> tuple[np.ndarray, np.ndarray]:
+    """The test users and the validation users, seeded samples of every (kept) user, disjoint."""
+    sp = cfg.split
+    held = splits.held_out_users(users, sp.unseen_user_fraction, sp.seed)
+    return held, splits.held_out_users(users, sp.validation_user_fraction, sp.seed + 1000, exclude=held)
+
+
+def items_by_domain(items: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each domain's item ids: the pool implicit data's negatives are sampled from."""
+    return {d: g["item_id"].to_numpy() for d, g in items.groupby("domain")}
+
+
+@dataclass
+class SplitPart:
+    """What ``split_users`` makes of some whole users: their pretraining histories, their item counts, their
+    evaluation pairs per dataset (one table per held-out domain, in the config's order; one for a user
+    dataset) and the counts the split report adds up."""
+
+    histories: pa.Table | None
+    hist_stats: dict[str, int]
+    item_stats: pa.Table
+    pairs: dict[str, list[tuple[str, pa.Table | None]]]
+    pair_stats: dict[str, list[tuple[str, dict]]]
+    excluded: dict[str, int]
+
+    def without_tables(self) -> "SplitPart":
+        return SplitPart(None, self.hist_stats, self.item_stats, {}, self.pair_stats, self.excluded)
+
+
+def split_users(cfg: DataConfig, inter: pd.DataFrame, pools: dict[str, np.ndarray], held, val_users) -> SplitPart:
+    """The held-out protocols applied to ``inter``: ordered interactions of whole users (all of a user's rows
+    or none; any such subset gives these users' rows of the whole corpus's result). ``held``/``val_users``
+    are the whole corpus's test and validation users, ``pools`` every domain's items."""
+    sp = cfg.split
     unseen_dom, val_dom = list(sp.unseen_domains), list(sp.validation_domains)
-    held = splits.held_out_users(inter["user_id"].unique(), sp.unseen_user_fraction, sp.seed)
-    val_users = splits.held_out_users(inter["user_id"].unique(), sp.validation_user_fraction, sp.seed + 1000, exclude=held)
     in_held, in_val = inter["user_id"].isin(held), inter["user_id"].isin(val_users)
     in_unseen_dom, in_val_dom = inter["domain"].isin(unseen_dom), inter["domain"].isin(val_dom)
     out_dom = in_unseen_dom | in_val_dom
@@ -217,57 +309,90 @@ def _split(cfg: DataConfig, items: pd.DataFrame, inter: pd.DataFrame, given) -> 
     counted = (scope & inter["user_id"].isin(hist_table.column("user_id").to_pylist())).to_numpy()
     stats_table = splits.item_stats(inter.loc[counted], liked[counted])
 
-    rng = np.random.default_rng(sp.seed + 1)
-    items_by_domain = {d: g["item_id"].to_numpy() for d, g in items.groupby("domain")}
-    implicit = (inter["rating"].isna() & inter["click"].isna()).any()
     touched: dict[str, set] = defaultdict(set)
-    if implicit:
+    if (inter["rating"].isna() & inter["click"].isna()).any():  # implicit rows: negatives avoid what a user touched
         for u, d, i in zip(inter["user_id"], inter["domain"], inter["item_id"]):
             touched[u].add((d, i))
 
-    tables: dict[str, pa.Table] = {}
-    protocols: dict[str, dict] = {}
     def pairs(scope: pd.DataFrame):
-        return splits.eval_pairs(scope, sp, cfg.history_feedback, cfg.max_history, items_by_domain, touched, rng)
+        return splits.eval_pairs(scope, sp, cfg.history_feedback, cfg.max_history, pools, touched, sp.seed + 1)
 
+    tables: dict[str, list] = {}
+    stats: dict[str, list] = {}
     for name, domains in (("unseen_domains", unseen_dom), ("validation_domains", val_dom)):
-        if not domains:
-            continue
         # each held-out domain is its own zero-shot dataset: history and candidates from that domain
-        per_domain = {d: pairs(inter.loc[inter["domain"] == d]) for d in domains}
-        tables[name] = pa.concat_tables([t for t, _ in per_domain.values()])
-        total: dict = {}
-        for _, s in per_domain.values():
-            for k, v in s.items():
-                total[k] = total.get(k, 0) + v
-        total["per_domain"] = {d: s for d, (_, s) in per_domain.items()}
-        protocols[name] = total
-    for name, users in (("unseen_users", in_held), ("validation_users", in_val)):
-        if users.any():  # held-out users over the pretraining domains
-            tables[name], protocols[name] = pairs(inter.loc[users & ~out_dom])
-    for label, domain, pairs, histories in given:
-        t, s = splits.given_pairs(pairs, domain, histories, cfg.max_history)
-        tables[label], protocols[label] = t, s
-    report = {
+        per_domain = [(d, pairs(inter.loc[inter["domain"] == d])) for d in domains]
+        if per_domain:
+            tables[name] = [(d, t) for d, (t, _) in per_domain]
+            stats[name] = [(d, s) for d, (_, s) in per_domain]
+    for name, users, chosen in (("unseen_users", in_held, held), ("validation_users", in_val, val_users)):
+        if len(chosen):  # held-out users over the pretraining domains
+            t, s = pairs(inter.loc[users & ~out_dom])
+            tables[name], stats[name] = [("", t)], [("", s)]
+    excluded = {
+        "unseen_users": int(in_held.sum()),
+        "validation_users": int(in_val.sum()),
+        "held_out_domains_of_other_users": int((~in_held & ~in_val & out_dom).sum()),
+        "not_liked": int((scope & ~kept).sum()),  # history_feedback=positive leaves them out
+    }
+    return SplitPart(hist_table, hist_stats, stats_table, tables, stats, excluded)
+
+
+def merge_item_stats(parts: list[pa.Table]) -> pa.Table:
+    """Per-item counts of several whole-user parts, summed (``ITEM_STATS``, sorted by item)."""
+    df = pa.concat_tables(parts).to_pandas()
+    df = df.groupby(["domain", "item_id"], sort=True)[["interactions", "liked"]].sum().reset_index()
+    return pa.Table.from_pandas(df[ITEM_STATS.names], schema=ITEM_STATS, preserve_index=False)
+
+
+def _add_counts(total: dict, more: dict) -> dict:
+    for k, v in more.items():
+        total[k] = total.get(k, 0) + v
+    return dict(sorted(total.items()))
+
+
+def merge_split_report(cfg: DataConfig, parts: list[SplitPart], held, val_users, item_stats: pa.Table,
+                       given_stats: dict) -> dict:
+    """The manifest's split report from every part's counts (a single part in one process)."""
+    sp = cfg.split
+    hist: dict = {}
+    excluded: dict = {}
+    protocols: dict[str, dict] = {}
+    for part in parts:
+        hist = _add_counts(hist, part.hist_stats)
+        excluded = _add_counts(excluded, part.excluded)
+    for name in parts[0].pair_stats if parts else ():
+        per: dict[str, dict] = {}
+        for part in parts:
+            for d, s in part.pair_stats[name]:
+                per[d] = _add_counts(per.get(d, {}), s)
+        if name.endswith("_domains"):
+            total: dict = {}
+            for s in per.values():
+                total = _add_counts(total, s)
+            protocols[name] = {**total, "per_domain": per}
+        else:
+            protocols[name] = per[""]
+    protocols.update(given_stats)
+    hist = {k: hist[k] for k in ("users", "interactions", "users_below_min_history",
+                                 "interactions_of_users_below_min_history", "interactions_truncated")}
+    counted = item_stats.to_pandas()
+    return {
         "seed": sp.seed,
         "order": "per user by (timestamp, domain, item_id, rating, click)",
-        "unseen_domains": unseen_dom,
+        "unseen_domains": list(sp.unseen_domains),
         "unseen_users": {"fraction": sp.unseen_user_fraction, "count": int(len(held))},
-        "validation_domains": val_dom,
+        "validation_domains": list(sp.validation_domains),
         "validation_users": {"fraction": sp.validation_user_fraction, "count": int(len(val_users))},
         "history_feedback": cfg.history_feedback,
         "pretrain": {
             "min_history": cfg.min_history,
             "max_history": cfg.max_history,
-            **hist_stats,
-            "excluded_interactions": {
-                "unseen_users": int(in_held.sum()),
-                "validation_users": int(in_val.sum()),
-                "held_out_domains_of_other_users": int((~in_held & ~in_val & out_dom).sum()),
-                "not_liked": int((scope & ~kept).sum()),  # history_feedback=positive leaves them out
-            },
-            "item_stats": {"items": stats_table.num_rows, "interactions": int(counted.sum()),
-                           "liked": int(liked[counted].sum())},
+            **hist,
+            "excluded_interactions": {k: excluded.get(k, 0) for k in
+                                      ("unseen_users", "validation_users", "held_out_domains_of_other_users", "not_liked")},
+            "item_stats": {"items": item_stats.num_rows, "interactions": int(counted["interactions"].sum()),
+                           "liked": int(counted["liked"].sum())},
         },
         "eval": {
             "protocol": sp.protocol,
@@ -282,7 +407,6 @@ def _split(cfg: DataConfig, items: pd.DataFrame, inter: pd.DataFrame, given) -> 
             **protocols,
         },
     }
-    return report, {"histories": hist_table, "item_stats": stats_table}, tables
 
 
 def _totals(reports: list[dict]) -> dict:
@@ -294,16 +418,6 @@ def _totals(reports: list[dict]) -> dict:
             tot["kept"] += rep["kept"].get(t, 0)
             tot["rejected"] += sum(rep["rejected"][t].values())
     return out
-
-
-def _domains(items: pd.DataFrame, inter: pd.DataFrame) -> dict:
-    n_items = items.groupby("domain").size()
-    g = inter.groupby("domain")
-    n_inter, n_users = g.size(), g["user_id"].nunique()
-    return {
-        d: {"items": int(n_items.get(d, 0)), "interactions": int(n_inter.get(d, 0)), "users": int(n_users.get(d, 0))}
-        for d in sorted(n_items.index)
-    }
 
 
 def summary(m: dict) -> str:

@@ -40,6 +40,11 @@ class Rejects:
         self._frames.append(frame)
         self.counts[(source, table, reason)] += len(frame)
 
+    def extend(self, other: "Rejects") -> None:
+        """Take every reject ``other`` holds (another process's, e.g.)."""
+        self._frames += other._frames
+        self.counts.update(other.counts)
+
     def count(self, source: str, table: str) -> dict[str, int]:
         return {r: n for (s, t, r), n in sorted(self.counts.items()) if s == source and t == table}
 

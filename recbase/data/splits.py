@@ -25,6 +25,7 @@
 """
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 
 import numpy as np
@@ -127,10 +128,12 @@ def eval_pairs(
     max_history: int,
     items_by_domain: dict[str, np.ndarray],
     touched: dict[str, set[tuple[str, str]]],
-    rng: np.random.Generator,
+    seed: int,
 ) -> tuple[pa.Table, dict[str, int]]:
     """RecBench pairs from the ordered interactions of one evaluation scope; histories keep what
-    ``history_feedback`` says (the candidates and their labels do not depend on it)."""
+    ``history_feedback`` says (the candidates and their labels do not depend on it). Sampled negatives
+    (implicit data) draw from a generator seeded by ``seed`` and the user, so a user's pairs do not depend
+    on which other users are prepared with them."""
     users = scope["user_id"].to_numpy()
     domains = scope["domain"].to_numpy()
     item_ids = scope["item_id"].to_numpy()
@@ -164,6 +167,7 @@ def eval_pairs(
             stats["users_too_short"] += 1
             continue
         user = users[s]
+        rng = None
         h = (list(domains[hist]), list(item_ids[hist]), fb[hist].tolist())
         n_before = len(cols["user_id"])
         for j in cand:
@@ -181,6 +185,7 @@ def eval_pairs(
                 label, source = 1, "implicit"
             _add(cols, user, h, domains[j], item_ids[j], int(ts[j]), label, source)
             if source == "implicit":
+                rng = rng or user_rng(seed, user)
                 negs = _negatives(domains[j], touched[user], items_by_domain, split.negatives_per_positive, rng)
                 for neg in negs:
                     _add(cols, user, h, domains[j], neg, None, 0, "sampled_negative")
@@ -193,6 +198,11 @@ def eval_pairs(
     stats["clicks"] = int(sum(cols["click"]))
     stats["non_clicks"] = stats["pairs"] - stats["clicks"]
     return table, dict(sorted(stats.items()))
+
+
+def user_rng(seed: int, user: str) -> np.random.Generator:
+    """A generator of its own per (seed, user): stable across processes and runs (crc32, not hash())."""
+    return np.random.default_rng([seed, zlib.crc32(str(user).encode())])
 
 
 def _add(cols, user, history, domain, item, ts, label, source) -> None:

@@ -98,10 +98,11 @@ def batch_inputs(batch: dict[str, torch.Tensor], device: torch.device) -> tuple[
 
 
 def lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, feedback_from: int | None = None,
-            feedback_weight: float = 1.0) -> torch.Tensor:
-    """Next-token cross-entropy, the mean over targets; with ``feedback_from`` (the first feedback token
-    id) and ``feedback_weight`` != 1, a weighted mean in which each feedback-token target counts that much."""
-    if feedback_from is None or feedback_weight == 1.0:
+            feedback_weight: float = 1.0, pair_weight: float = 0.0) -> torch.Tensor:
+    """Next-token cross-entropy, the mean over targets; with ``feedback_from`` (the id of <liked>; <not-liked>
+    follows it) and ``feedback_weight`` != 1, a weighted mean in which each feedback-token target counts that
+    much; plus ``pair_weight`` times ``pair_loss``."""
+    if feedback_from is None or (feedback_weight == 1.0 and pair_weight == 0.0):
         # use_cache=False: training builds no key-value cache (transformers would fill one every step)
         return model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
     logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]  # [B, T-1, V]
@@ -109,7 +110,21 @@ def lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, 
     ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                          ignore_index=IGNORE, reduction="none")  # [B (T-1)]
     w = torch.where(targets >= feedback_from, feedback_weight, 1.0) * (targets != IGNORE)  # [B, T-1]
-    return (ce * w.reshape(-1)).sum() / w.sum().clamp(min=1.0)
+    loss = (ce * w.reshape(-1)).sum() / w.sum().clamp(min=1.0)
+    if pair_weight > 0:
+        loss = loss + pair_weight * pair_loss(logits, targets, feedback_from)
+    return loss
+
+
+def pair_loss(logits: torch.Tensor, targets: torch.Tensor, liked: int) -> torch.Tensor:
+    """Within each block (one user): the mean over every (liked, not-liked) pair of its feedback targets of
+    softplus(s_not - s_liked), s = the log-odds of <liked> over <not-liked> where the target is one of them —
+    the score evaluation ranks a history's candidates by."""
+    s = (logits[..., liked] - logits[..., liked + 1]).float()  # [B, T-1]
+    pos, neg = targets == liked, targets == liked + 1  # [B, T-1]
+    diff = s.unsqueeze(2) - s.unsqueeze(1)  # [B, T-1, T-1]: s_i - s_j
+    pairs = (pos.unsqueeze(2) & neg.unsqueeze(1)).float()  # [B, T-1, T-1]: i liked, j not liked
+    return (F.softplus(-diff) * pairs).sum() / pairs.sum().clamp(min=1.0)
 
 
 @torch.no_grad()
@@ -226,7 +241,7 @@ def run_steps(cfg: PretrainConfig, vocab: Vocab, engine, ctx: TrainContext, stat
         for batch in skip(ctx.train_batches(state["epoch"]), state["micro_in_epoch"]):
             seen += 1
             ids, mask, labels = batch_inputs(batch, ctx.device)
-            loss = lm_loss(engine, ids, mask, labels, vocab.feedback_from, cfg.feedback_weight)
+            loss = lm_loss(engine, ids, mask, labels, vocab.feedback_from, cfg.feedback_weight, cfg.pair_weight)
             engine.backward(loss)
             boundary = engine.is_gradient_accumulation_boundary()
             engine.step()

@@ -14,8 +14,19 @@ READERS = {
 }
 
 
-def read_source(cfg: SourceConfig, rejects: Rejects) -> SourceTables:
-    return READERS[cfg.kind](cfg, rejects)
+# readers that can read a source in independent parts (corpus preparation on Ray reads them in parallel)
+PARTS = {"amazon2023": amazon2023.parts}
 
 
-__all__ = ["READERS", "SourceFormatError", "SourceTables", "read_source"]
+def source_parts(cfg: SourceConfig) -> list[str | None]:
+    """The parts ``read_source(cfg, rejects, part)`` reads; [None] (the whole source) where a format has none."""
+    return PARTS[cfg.kind](cfg) if cfg.kind in PARTS else [None]
+
+
+def read_source(cfg: SourceConfig, rejects: Rejects, part: str | None = None) -> SourceTables:
+    if part is None:
+        return READERS[cfg.kind](cfg, rejects)
+    return READERS[cfg.kind](cfg, rejects, part=part)
+
+
+__all__ = ["PARTS", "READERS", "SourceFormatError", "SourceTables", "read_source", "source_parts"]

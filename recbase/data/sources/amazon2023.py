@@ -83,11 +83,20 @@ def _details(rec: dict) -> str | None:
     return "; ".join(parts) or None
 
 
-def read(cfg: SourceConfig, rejects: Rejects) -> SourceTables:
+def parts(cfg: SourceConfig) -> list[str]:
+    """The categories, each readable on its own (``read(cfg, rejects, part=category)``)."""
+    return [category for category, _, _ in _pairs(cfg.path)]
+
+
+def read(cfg: SourceConfig, rejects: Rejects, part: str | None = None) -> SourceTables:
+    """Every category of the directory, or only ``part``: the parts' tables, concatenated in their order, are
+    the whole read."""
     src = cfg.label
     item_frames, inter_frames, files = [], [], []
     n_items = n_inter = 0
     for category, review_path, meta_path in _pairs(cfg.path):
+        if part is not None and category != part:
+            continue
         domain = cfg.domain or category
         recs, lines, raws, n = _jsonl(meta_path, src, "items", rejects)
         n_items += n
