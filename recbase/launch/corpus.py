@@ -49,7 +49,7 @@ PARSED = [*INTERACTION_COLUMNS, "domain", *ORIGIN, "_source", "_seq"]
 # read back as the nullable dtypes the readers make, so every check compares what pandas compares
 DTYPES = {pa.int64(): pd.Int64Dtype(), pa.float32(): pd.Float32Dtype(), pa.int8(): pd.Int8Dtype()}
 SHARD_ROW_BYTES = 2048
-READ_DTYPES = {"timestamp": "Int64", "rating": "Float32", "click": "Int8"}
+READ_DTYPES = {f.name: DTYPES[f.type] for f in INTERACTIONS if f.type in DTYPES}  # timestamp, rating, click
 
 
 def _part_name(shard: int, domain: int | None = None) -> str:
