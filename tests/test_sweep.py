@@ -72,10 +72,12 @@ def test_every_sampling_form_reaches_tune_and_optuna_and_the_given_points_run_fi
         "pretrain.lr": {"loguniform": [1e-4, 1e-2]}, "pretrain.min_lr_fraction": {"uniform": [0.0, 0.5]},
         "pretrain.warmup_steps": {"randint": [10, 20]}, "pretrain.max_steps": {"qrandint": [100, 300, 100]},
         "pretrain.width": {"choice": [64, 128]}},
-        points_to_evaluate=({"pretrain.lr": 1e-3, "pretrain.width": 128},))
+        points_to_evaluate=({"pretrain.lr": 1e-3, "pretrain.width": 128},), max_concurrent=1)
 
     def trainable(params):
-        tune.report({"val_gauc": -abs(params["pretrain.lr"] - 3e-3), "step": 1})
+        started = time.time()
+        time.sleep(0.2)
+        tune.report({"val_gauc": -abs(params["pretrain.lr"] - 3e-3), "step": 1, "started": started, "ended": time.time()})
 
     full = {"pretrain.lr": 1e-3, "pretrain.width": 128, "pretrain.min_lr_fraction": 0.1, "pretrain.warmup_steps": 15,
             "pretrain.max_steps": 200}
@@ -88,8 +90,10 @@ def test_every_sampling_form_reaches_tune_and_optuna_and_the_given_points_run_fi
             run_config=tune.RunConfig(storage_path=str(tmp_path), name=algorithm, verbose=0)).fit()
         params = [r.config for r in grid]
         assert len(params) == 6 and grid.num_errors == 0
-        first = min(grid, key=lambda r: r.metrics["timestamp"]).config
-        assert first["pretrain.lr"] == 1e-3 and first["pretrain.width"] == 128
+        # max_concurrent reaches both searches: one trial at a time; the given point runs first
+        made = sorted(grid, key=lambda r: r.metrics["started"])
+        assert made[0].config["pretrain.lr"] == 1e-3 and made[0].config["pretrain.width"] == 128
+        assert all(a.metrics["ended"] <= b.metrics["started"] for a, b in zip(made, made[1:]))
         for p in params:
             assert 1e-4 <= p["pretrain.lr"] <= 1e-2 and 0 <= p["pretrain.min_lr_fraction"] <= 0.5
             assert 10 <= p["pretrain.warmup_steps"] < 20 and p["pretrain.max_steps"] in (100, 200, 300)

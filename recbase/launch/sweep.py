@@ -47,14 +47,18 @@ def param_space(s: SweepConfig) -> dict:
 
 
 def _search_alg(s: SweepConfig):
+    """The search with its concurrency limit: Tune ignores TuneConfig.max_concurrent_trials for a
+    BasicVariantGenerator (a warning only), so the limit is given here, where it also survives a restore."""
     points = [dict(p) for p in s.points_to_evaluate] or None
     if s.search == "random":
-        return tune.search.BasicVariantGenerator(points_to_evaluate=points, random_state=s.search_seed)
+        return tune.search.BasicVariantGenerator(points_to_evaluate=points, random_state=s.search_seed,
+                                                 max_concurrent=s.max_concurrent)
     try:
         from ray.tune.search.optuna import OptunaSearch
     except ImportError:
         raise ConfigError("sweep.search=optuna needs Optuna: pip install -e '.[search]'") from None
-    return OptunaSearch(points_to_evaluate=points, seed=s.search_seed)  # metric and mode: the TuneConfig's
+    optuna = OptunaSearch(points_to_evaluate=points, seed=s.search_seed)  # metric and mode: the TuneConfig's
+    return tune.search.ConcurrencyLimiter(optuna, max_concurrent=s.max_concurrent) if s.max_concurrent else optuna
 
 
 def _scheduler(s: SweepConfig, max_t: int):
@@ -209,8 +213,7 @@ def run(sweep: SweepConfig, log: Callable[[str], None] = print) -> dict:
         tuner = tune.Tuner(
             trainable, param_space=space,
             tune_config=tune.TuneConfig(search_alg=_search_alg(sweep), scheduler=_scheduler(sweep, max_t),
-                                        metric=metric, mode=mode, num_samples=sweep.num_samples,
-                                        max_concurrent_trials=sweep.max_concurrent or None),
+                                        metric=metric, mode=mode, num_samples=sweep.num_samples),
             run_config=tune.RunConfig(name=sweep.name, storage_path=storage.absolute(sweep.run_storage), verbose=0,
                                       callbacks=[Progress(sweep)],
                                       failure_config=tune.FailureConfig(max_failures=1),
