@@ -246,6 +246,11 @@ class Evaluation(Output):
     results_md = File("results.md")
     auc_png = File("auc.png")
     datasets = File("datasets")
+    scores = File("scores")
+
+    def scores_path(self, label: str) -> str:
+        """Every evaluated pair of a dataset beside each method's score (NaN where a method scored none)."""
+        return storage.join(self.scores, f"{label}.parquet")
 
     def dataset(self, label: str) -> "PreparedDataset":
         """Where a RecBench-style directory is prepared for this evaluation."""

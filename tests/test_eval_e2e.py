@@ -6,6 +6,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from conftest import REPO
 from recbase import config, storage
@@ -103,6 +104,13 @@ def test_finetune_then_recbench_directory_end_to_end(pretrained_run, default_cor
     for m_ in ("recbase", "recbase_finetuned", "text_similarity"):
         assert d["methods"][m_]["scored_pairs"] == d["pairs"]  # every remaining item got concept IDs / an embedding
     assert 0 < d["methods"]["llm"]["scored_pairs"] < d["pairs"] and "llm_subset" in d
+    # every scored pair is written out beside each method's score: the table's AUCs recomputed from it
+    scored = pd.read_parquet(tmp_path / "ev/scores/movies-rb.parquet")
+    assert len(scored) == d["pairs"] and set(d["methods"]) <= set(scored.columns)
+    for m_ in ("recbase", "llm"):
+        sub = scored[scored[m_].notna()]
+        assert len(sub) == d["methods"][m_]["scored_pairs"]
+        assert roc_auc_score(sub["click"], sub[m_]) == pytest.approx(d["methods"][m_]["auc"])
     index = ItemIndex.load(str(tmp_path / "ev/datasets/movies-rb/index"))
     kept = pq.read_table(tmp_path / "ev/datasets/movies-rb/corpus/items.parquet").num_rows
     assert len(index) == kept and all(i.startswith("rb-") for i in index.item_ids)  # every kept item, all new

@@ -7,6 +7,7 @@ import time
 from typing import Callable
 
 import numpy as np
+import pyarrow as pa
 import ray
 
 from recbase import storage
@@ -262,6 +263,11 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
             subset = ~np.isnan(scores["llm"])
         for m, s in scores.items():
             entry["methods"][m] = metrics.pair_metrics(labels, hist, s)
+        # the pairs as scored, for a reader's own analysis (the metrics above are computed from these)
+        storage.write_parquet(pa.table({"user_id": pairs["user_id"].astype(str), "domain": pairs["domain"].astype(str),
+                                        "item_id": pairs["item_id"].astype(str), "click": labels.astype(np.int8),
+                                        "history": hist, **{m: np.asarray(s, dtype=np.float64) for m, s in scores.items()}}),
+                              out.scores_path(ds.label))
         if e.recommend_users:
             t1 = time.perf_counter()
             entry["next_item"] = next_item_metrics(e, groups, labels, mdir, ds, index, meta["vocab"], max_history, stats, log)
@@ -280,7 +286,8 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
     storage.write_json(results, out.results_json)
     storage.write_bytes(md.encode(), out.results_md)
     report.plot(results, out.auc_png)
-    manifest = {"files": {"results": Evaluation.results_json, "table": Evaluation.results_md, "chart": Evaluation.auc_png},
+    manifest = {"files": {"results": Evaluation.results_json, "table": Evaluation.results_md, "chart": Evaluation.auc_png,
+                          "scores": Evaluation.scores},
                 "model": mdir, "models": models, "config": to_dict(e), "summary": {
                     n: {m: round(r["auc"], 4) for m, r in d["methods"].items()} for n, d in results["datasets"].items()}}
     out.write_manifest(manifest)
