@@ -40,7 +40,7 @@ def parse(argv: list[str] | None = None, description: str = "") -> tuple[argpars
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--config", help="YAML config (default: built-in defaults)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.min_history=20")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # overrides before and after the options
     try:
         cfg = config_mod.load(args.config, args.overrides)
     except config_mod.ConfigError as e:
@@ -108,7 +108,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="where results.json, results.md and auc.png go (default: eval.output)")
     p.add_argument("--config")
     p.add_argument("overrides", nargs="*")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # overrides before and after the options
     extra = ([f"eval.model={args.run}"] if args.run else []) + ([f"eval.output={args.out}"] if args.out else [])
     if args.dataset:
         extra.append("eval.datasets=[" + ", ".join(args.dataset) + "]")

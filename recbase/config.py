@@ -393,6 +393,11 @@ class EvalConfig:
     model: str = ""
     # history items the model reads before a candidate ("0" = as many as a training block holds)
     max_history_items: int = 0
+    # the feedback objective's score plus this times the log-odds of the user's like share in the history
+    # ((liked + 1) / (not liked + 1)): one constant per history, so every GAUC is the model's own, while a
+    # global AUC also ranks users by how much they like (0: the model's score alone). Applied where the
+    # histories hold non-liked items; the model's score alone stays in the table as a diagnostic row.
+    like_share_weight: float = 0.0
     # what a user would compare with (recbase/eval/baselines.py): popularity in the evaluation histories,
     # popularity / like rate among the pretraining users, the like rate of an item's nearest pretraining
     # items (content), the user's like share in the history (where histories hold non-liked items), text
@@ -430,6 +435,8 @@ class EvalConfig:
             raise ConfigError("eval.llm_max_users and eval.llm_max_history_items must be >= 0")
         if self.batch_users < 1 or self.max_history_items < 0:
             raise ConfigError("eval.batch_users must be >= 1, max_history_items >= 0")
+        if self.like_share_weight < 0:
+            raise ConfigError(f"eval.like_share_weight must be >= 0, got {self.like_share_weight}")
 
 
 @dataclass(frozen=True)

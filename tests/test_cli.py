@@ -26,7 +26,9 @@ def test_bad_override_fails_before_any_work(tmp_path):
 
 
 def test_a_wrong_path_ends_in_one_clear_line_not_a_traceback(tmp_path):
-    res = run("jobs/evaluate.py", "--run", str(tmp_path / "no-such-run"), "--out", str(tmp_path / "eval"))
+    # overrides may stand before and after the options
+    res = run("jobs/evaluate.py", "eval.llm_max_users=3", "--run", str(tmp_path / "no-such-run"), "--out",
+              str(tmp_path / "eval"), "eval.recommend_users=0")
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [

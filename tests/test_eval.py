@@ -75,6 +75,15 @@ def test_gauc_groups_by_evaluated_history_so_a_per_history_constant_scores_one_h
     assert share[0] == pytest.approx(0.75) and share[5] == 0.0
     assert metrics.gauc(h, pairs["click"], share) == pytest.approx(0.5)
     assert metrics.pair_metrics(pairs["click"], h, share)["scored_pairs"] == 10
+    # the like share's smoothed log-odds, the offset eval.like_share_weight adds: 3 liked / 1 not; 0 / 1
+    odds = baselines.like_share_log_odds(groups, len(pairs))
+    assert odds[0] == pytest.approx(np.log(4 / 2)) and odds[5] == pytest.approx(np.log(1 / 2))
+    model = np.random.default_rng(0).normal(size=len(pairs))
+    assert metrics.gauc(h, pairs["click"], model + 1.5 * odds) == pytest.approx(metrics.gauc(h, pairs["click"], model))
+    np.testing.assert_allclose(baselines.like_share_offset(groups, len(pairs), 1.5), 1.5 * odds)
+    assert baselines.like_share_offset(groups, len(pairs), 0.0) is None
+    liked_only = group_pairs(pairs.assign(history_feedback=[[1] * len(f) for f in pairs["history_feedback"]]))
+    assert baselines.like_share_offset(liked_only, len(pairs), 1.5) is None  # it would only count history items
 
 
 def test_like_rate_baselines_count_the_pretraining_users_only():

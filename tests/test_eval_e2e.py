@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from conftest import REPO
 from recbase import config, storage
 from recbase.artifacts import ExportedModel
-from recbase.eval import llm
+from recbase.eval import baselines, llm, scoring
 from recbase.launch import evaluate, finetune
 from recbase.model.vocab import ItemIndex
 
@@ -75,7 +75,16 @@ def test_finetune_then_recbench_directory_end_to_end(pretrained_run, default_cor
     print("\n".join(x for x in messages if x.startswith("[finetune]") or x.startswith("|")))
     assert m["steps"] == 4 and m["sequences"]["candidates_in_sequences"] == 0
     assert m["sequences"]["users"] == len(small[["user_id", "domain"]].drop_duplicates())  # a history per user and domain
-    assert set(m["summary"]["unseen_small"]) == {"recbase", "recbase_finetuned", "popularity"}
+    assert set(m["summary"]["unseen_small"]) == {"recbase", "recbase_finetuned", "recbase_model_only", "popularity"}
+    # the default's like-share offset: both models' scores move by the same per-history constant, so
+    # every GAUC is the model's own
+    scored = pd.read_parquet(tmp_path / "ft/eval/scores/unseen_small.parquet")
+    groups = scoring.group_pairs(small)
+    offset = cfg.eval.like_share_weight * baselines.like_share_log_odds(groups, len(small))
+    assert cfg.eval.like_share_weight > 0
+    np.testing.assert_allclose(scored["recbase"] - scored["recbase_model_only"], offset, rtol=1e-6, atol=1e-6)
+    ft_results = storage.read_json(str(tmp_path / "ft/eval/results.json"))["datasets"]["unseen_small"]["methods"]
+    assert ft_results["recbase"]["gauc"] == pytest.approx(ft_results["recbase_model_only"]["gauc"])
     assert "RecBase (fine-tuned)" in (tmp_path / "ft/eval/results.md").read_text()
     ft_history = storage.read_json(str(tmp_path / "ft/model/history.json"))
     assert ft_history[0]["loss"] < pretrained_run["manifest"]["baselines"]["uniform_val_loss"]  # not from scratch

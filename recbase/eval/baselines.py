@@ -85,6 +85,21 @@ def like_share(groups: list[UserGroup], n_pairs: int) -> np.ndarray:
                           if len(g.history_feedback) else np.nan)
 
 
+def like_share_log_odds(groups: list[UserGroup], n_pairs: int) -> np.ndarray:
+    """log((liked + 1) / (not liked + 1)) of each evaluated history: the like share's log-odds, smoothed so
+    an all-liked or empty history stays finite (0 for an empty one)."""
+    return _per_candidate(groups, n_pairs, lambda g: np.log((np.sum(np.asarray(g.history_feedback) == LIKED) + 1.0)
+                                                            / (np.sum(np.asarray(g.history_feedback) != LIKED) + 1.0)))
+
+
+def like_share_offset(groups: list[UserGroup], n_pairs: int, weight: float) -> np.ndarray | None:
+    """What ``eval.like_share_weight`` adds to RecBase's score: ``weight`` x the like share's log-odds, or
+    None where it adds nothing (weight 0, or histories of liked items only, where it would only count them)."""
+    if weight <= 0 or not histories_hold_dislikes(groups):
+        return None
+    return weight * like_share_log_odds(groups, n_pairs)
+
+
 def histories_hold_dislikes(groups: list[UserGroup]) -> bool:
     return any(f != LIKED for g in groups for f in g.history_feedback)
 

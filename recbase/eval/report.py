@@ -6,6 +6,7 @@ from recbase import storage
 
 METHOD_NAMES = {"recbase": "RecBase (zero-shot)", "recbase_finetuned": "RecBase (fine-tuned)",
                 "recbase_prior_only": "RecBase, no history (diagnostic)",
+                "recbase_model_only": "RecBase, model score alone (diagnostic)",
                 "popularity": "Popularity (evaluation histories)", "popularity_pretrain": "Popularity (pretraining users)",
                 "like_rate": "Like rate (pretraining users)", "knn_like_rate": "Like rate of nearest items (content)",
                 "like_share": "User's like share (per history)", "text_similarity": "Text similarity",

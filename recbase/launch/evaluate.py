@@ -244,6 +244,13 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
                 "max_history_items": 0 if m == "recbase_prior_only" else max_history}, group_records(groups), len(pairs),
                 f"[eval] {ds.label} {m}", log)
             entry["seconds"][m] = round(time.perf_counter() - t1, 2)
+        offset = baselines.like_share_offset(groups, len(pairs), e.like_share_weight)
+        if offset is not None:
+            # the user's like share as a per-history offset: the GAUCs stay the model's, the global AUC gains it
+            scores["recbase_model_only"] = scores["recbase"]
+            for m in ("recbase", "recbase_finetuned"):
+                if m in scores:
+                    scores[m] = scores[m] + offset
         table = (baselines.EmbeddingTable(*Embeddings(ds.embeddings).load())
                  if set(e.baselines) & baselines.NEEDS_EMBEDDINGS else None)
         counted, errors = baselines.score(e.baselines, groups, len(pairs), stats, table)

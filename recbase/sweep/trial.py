@@ -24,6 +24,7 @@ from recbase.artifacts import Corpus, stable_sample
 from recbase.config import Config
 from recbase.data import sequences
 from recbase.eval import metrics as eval_metrics
+from recbase.eval.baselines import like_share_offset
 from recbase.eval.scoring import ConceptScorer, default_rule, group_pairs, history_ids, history_items
 from recbase.model.vocab import ItemIndex, Vocab, model_vocab
 from recbase.tokenizer import metrics
@@ -83,11 +84,14 @@ def scored_sets(cfg: Config, datasets, max_users: int) -> dict:
     return out
 
 
-def zero_shot(scorer: ConceptScorer, sets: dict, prefix: str = "") -> dict:
-    """AUC, GAUC and scored pairs of ``scorer`` on each set (keys ``<prefix><dataset>_auc`` ...)."""
+def zero_shot(scorer: ConceptScorer, sets: dict, prefix: str = "", like_share_weight: float = 0.0) -> dict:
+    """AUC, GAUC and scored pairs of ``scorer`` on each set (keys ``<prefix><dataset>_auc`` ...), its
+    scores plus the evaluation's like-share offset (``eval.like_share_weight``) as the evaluate job adds it."""
     out = {}
     for name, (pairs, groups) in sets.items():
         scores, _ = scorer.score_groups(groups, len(pairs))
+        offset = like_share_offset(groups, len(pairs), like_share_weight)
+        scores = scores if offset is None else scores + offset
         m = eval_metrics.pair_metrics(pairs["click"].to_numpy(), history_ids(groups, len(pairs)), scores)
         out[f"{prefix}{name}_auc"], out[f"{prefix}{name}_gauc"] = m["auc"], m["gauc"]
         out[f"{prefix}{name}_pairs"] = m["scored_pairs"]
@@ -116,8 +120,8 @@ def downstream(cfg: Config, index: ItemIndex, steps: int, max_users: int, datase
     for n in history_caps:
         scorers[f"hist{n}_"] = ConceptScorer(model, index, n, vocab, rule)
     sets = scored_sets(cfg, datasets, max_users)
-    for prefix, scorer in scorers.items():
-        out.update(zero_shot(scorer, sets, prefix))
+    for prefix, scorer in scorers.items():  # the offset on the full-history score only, as the evaluate job
+        out.update(zero_shot(scorer, sets, prefix, cfg.eval.like_share_weight if prefix == "" else 0.0))
     return out
 
 
@@ -160,7 +164,7 @@ def pretraining(cfg: Config, datasets: tuple[str, ...], eval_users: int, report:
     rule, items = default_rule(vocab), history_items(p.block_len, vocab)
 
     def validate(model) -> dict:
-        m = zero_shot(ConceptScorer(model, index, items, vocab, rule), sets)
+        m = zero_shot(ConceptScorer(model, index, items, vocab, rule), sets, like_share_weight=cfg.eval.like_share_weight)
         for k in ("auc", "gauc"):
             m[f"val_{k}"] = float(np.mean([m[f"{d}_{k}"] for d in sets]))
         return m
