@@ -54,18 +54,25 @@ def write_items(path: str, n: int, chunk: int = 100_000) -> None:
             }, schema=schema), row_group_size=chunk)
 
 
-def tree_rss(root: psutil.Process) -> tuple[int, int]:
-    """(summed RSS, largest single RSS) of ``root`` and every process under it (Ray's GCS, raylet, workers)."""
+def tree_processes(root: psutil.Process) -> list[tuple[int, int, str]]:
+    """(pid, RSS, title) of ``root`` and every process under it (Ray's GCS, raylet, workers; a Ray worker's
+    title names its task or actor, e.g. ``ray::_fit_task``, and is ``ray::IDLE`` between tasks)."""
     try:
         tree = [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0, 0
-    sizes = []
+        return []
+    out = []
     for p in tree:
         try:
-            sizes.append(p.memory_info().rss)
+            out.append((p.pid, p.memory_info().rss, " ".join(p.cmdline())[:80].strip()))
         except psutil.Error:
             continue
+    return out
+
+
+def tree_rss(root: psutil.Process) -> tuple[int, int]:
+    """(summed RSS, largest single RSS) of ``root`` and every process under it."""
+    sizes = [rss for _, rss, _ in tree_processes(root)]
     return sum(sizes), max(sizes, default=0)
 
 

@@ -1,17 +1,31 @@
 """Pretraining throughput: Ray Train + DeepSpeed (1 worker) vs a plain single-process PyTorch loop.
 
     python benchmarks/pretrain_throughput.py [--steps 120] [--config jobs/configs/default.yaml]
+    python benchmarks/pretrain_throughput.py --rounds 3      # each path in its own process, interleaved
+
 
 A third row runs the very same DeepSpeed loop (recbase.train.loop) in this process without Ray, which
 separates DeepSpeed's cost from Ray's. Same tiny model, same blocks (the default run's corpus and tokenizer), same micro-batch, same torch
 threads, in one run. Tokens/s is steady state: the first --warmup steps of each (start-up, first
 batches) are left out; the Ray run's end-to-end wall time, start-up included, is printed beside it.
 Achieved FLOP/s (6 x matmul parameters + attention, per token) is compared with torch.mm's rate here.
+
+``--rounds N`` is the breakdown: every path runs as its own process, the paths in turn (plain, DeepSpeed,
+Ray, Ray variants, then again), N rounds; it prints each path's median and its ratio to the plain loop
+of the same round. The Ray variants change one thing each: ``ray_nice0`` starts Ray's workers at
+niceness 0 instead of Ray's default 15 (``RAY_worker_niceness``), so the training worker no longer yields
+to Ray's own daemons; ``ray_1thread`` gives torch one thread less than the plain loop, leaving a core's
+share to Ray Data's streaming and the daemons.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -95,15 +109,63 @@ def ray_run(cfg_path: str, overrides: list[str], steps: int, warmup: int, out: s
     return steady(history, warmup, log_every, cfg.pretrain.micro_batch_size * cfg.pretrain.block_len), wall
 
 
+# path -> (what --path runs, extra environment, extra overrides)
+PATHS = {"plain": ("plain", {}, []), "deepspeed": ("deepspeed", {}, []), "ray": ("ray", {}, []),
+         "ray_nice0": ("ray", {"RAY_worker_niceness": "0"}, []),
+         "ray_1thread": ("ray", {}, ["pretrain.workers.threads=1"])}
+
+
+def one_path(a, cfg, index: ItemIndex) -> None:
+    """``--path``: one path in this process; prints its steady tokens/s as one JSON line."""
+    if a.path == "ray":
+        with tempfile.TemporaryDirectory() as d:
+            tps, wall = ray_run(a.config, list(a.overrides), a.steps, a.warmup, d)
+        print(json.dumps({"tokens_per_s": tps, "wall_s": wall}))
+        return
+    torch.set_num_threads(cfg.pretrain.workers.threads)
+    blocks = all_blocks(cfg, index)
+    run = plain_loop if a.path == "plain" else deepspeed_no_ray
+    print(json.dumps({"tokens_per_s": run(cfg, index, blocks, a.steps, a.warmup)}))
+
+
+def rounds(a) -> None:
+    """``--rounds``: each path as its own process, interleaved; medians and per-round ratios to plain."""
+    got: dict[str, list[dict]] = {name: [] for name in PATHS}
+    for r in range(a.rounds):
+        for name, (path, env, extra) in PATHS.items():
+            cmd = [sys.executable, __file__, "--path", path, "--config", a.config, "--steps", str(a.steps),
+                   "--warmup", str(a.warmup), *a.overrides, *extra]
+            done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"{name} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            got[name].append(row)
+            print(f"round {r + 1} {name:<12}{row['tokens_per_s']:>10,.0f} tokens/s", flush=True)
+    plain = [row["tokens_per_s"] for row in got["plain"]]
+    print(f"\n{'path':<14}{'median tokens/s':>16}{'min':>9}{'max':>9}{'median ratio to plain (same round)':>36}")
+    for name, rows in got.items():
+        tps = [row["tokens_per_s"] for row in rows]
+        ratio = statistics.median(t / p for t, p in zip(tps, plain))
+        print(f"{name:<14}{statistics.median(tps):>16,.0f}{min(tps):>9,.0f}{max(tps):>9,.0f}{ratio:>35.2f}x")
+    walls = [row["wall_s"] for row in got["ray"]]
+    print(f"Ray run end to end (start-up, counting pass, export included): median {statistics.median(walls):.0f} s")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="jobs/configs/default.yaml")
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=0, help="the breakdown: N interleaved rounds of every path")
+    ap.add_argument("--path", choices=["plain", "deepspeed", "ray"], help=argparse.SUPPRESS)  # one path (--rounds)
     ap.add_argument("overrides", nargs="*")
     a = ap.parse_args()
+    if a.rounds:
+        return rounds(a)
     cfg = config.load(a.config, a.overrides)
     index = ItemIndex.load(cfg.tokenizer.output)
+    if a.path:
+        return one_path(a, cfg, index)
     model_cfg = decoder.qwen2_config(cfg.pretrain.model, index.vocab.size)
     per_token = decoder.train_flops_per_token(model_cfg, cfg.pretrain.block_len)
     torch.set_num_threads(cfg.pretrain.workers.threads)

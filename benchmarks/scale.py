@@ -16,6 +16,12 @@ small random sentence-transformers model of ``embed_streaming_memory.py`` (the p
 not MiniLM); the CL-VAE trains ``--tokenizer-epochs`` epochs per level; pretraining runs ``--steps``
 steps; evaluation scores every pair of the unseen-domain and unseen-user datasets with the model and
 the counting baselines (no LLM, no beam search). Corpus preparation and embedding run in full.
+
+    python benchmarks/scale.py --vectors --items 4500000 --work /tmp/scale   # the tokenizer stage alone
+
+``--vectors`` measures the tokenizer stage on seeded synthetic embeddings written in the embed stage's
+layout (unit vectors around 4,096 centres, 32-d as the small encoder gives, 15 domains), for sizes whose
+corpus could not be prepared and embedded here in a session.
 """
 from __future__ import annotations
 
@@ -26,10 +32,15 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
-from embed_streaming_memory import tiny_model, tree_rss
+from embed_streaming_memory import tiny_model, tree_processes
+from recbase.artifacts import Embeddings
+from recbase.embed.encoder import to_arrow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # stage -> (job, its overrides); corpus_ray prepares the same corpus over Ray Data (data.engine=ray) beside
@@ -64,6 +75,25 @@ def run_config(work: str, synthetic: str, model: str, args) -> dict:
     }
 
 
+def write_vectors(out: str, items: int, dim: int = 32, chunk: int = 200_000, seed: int = 0) -> None:
+    """Embeddings in the embed stage's layout (shards, then the manifest) without a corpus or an encoder,
+    one chunk at a time."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((4096, dim)).astype(np.float32)  # [C, E]
+    emb = Embeddings(out)
+    os.makedirs(emb.shards, exist_ok=True)
+    for part, start in enumerate(range(0, items, chunk)):
+        n = min(chunk, items - start)
+        x = centres[rng.integers(0, len(centres), n)] + 0.5 * rng.standard_normal((n, dim)).astype(np.float32)  # [n, E]
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        ids = np.arange(start, start + n)
+        pq.write_table(pa.table({"domain": [f"domain_{i % 15:02d}" for i in ids], "item_id": [f"v{i:09d}" for i in ids],
+                                 "embedding": to_arrow(x)}), os.path.join(emb.shards, f"part-{part:05d}.parquet"))
+    emb.write_manifest({"model": "synthetic vectors (benchmarks/scale.py --vectors)", "prefix": "", "normalize": True,
+                        "dim": dim, "items": items, "corpus": "", "text_format": "", "seed": seed,
+                        "files": {"shards": Embeddings.shards}})
+
+
 def measure(cmd: list[str], log_path: str, timeout: float, cap_gib: float = 0) -> dict:
     """Run ``cmd``; its wall time, exit status and peak RSS (largest process, summed over its tree). It is
     killed past ``timeout`` seconds or when its tree's RSS passes ``cap_gib`` (before the OOM killer picks
@@ -71,10 +101,16 @@ def measure(cmd: list[str], log_path: str, timeout: float, cap_gib: float = 0) -
     t0, stopped = time.perf_counter(), ""
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        root, largest, summed, rc = psutil.Process(proc.pid), 0, 0, None
+        root, summed, rc, peaks = psutil.Process(proc.pid), 0, None, {}
         while rc is None:
-            total, biggest = tree_rss(root)
-            summed, largest = max(summed, total), max(largest, biggest)
+            procs = tree_processes(root)
+            total = sum(rss for _, rss, _ in procs)
+            summed = max(summed, total)
+            for pid, rss, title in procs:  # each process's peak, and every title it had (a Ray worker's tasks)
+                peak = peaks.setdefault(pid, [0, []])
+                peak[0] = max(peak[0], rss)
+                if title not in peak[1]:
+                    peak[1].append(title)
             if not stopped and time.perf_counter() - t0 > timeout:
                 stopped = f"killed at the {timeout:.0f} s timeout"
             if not stopped and cap_gib and total > cap_gib * 2**30:
@@ -93,17 +129,24 @@ def measure(cmd: list[str], log_path: str, timeout: float, cap_gib: float = 0) -
                 rc = proc.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
                 pass
+    top = sorted(peaks.values(), key=lambda p: -p[0])[:4]
     return {"seconds": round(time.perf_counter() - t0, 1), "rc": rc, "stopped": stopped,
-            "largest_gib": round(largest / 2**30, 3), "summed_gib": round(summed / 2**30, 3)}
+            "largest_gib": round(top[0][0] / 2**30, 3) if top else 0.0, "summed_gib": round(summed / 2**30, 3),
+            "largest_processes": [{"gib": round(rss / 2**30, 3), "titles": titles[:6]} for rss, titles in top]}
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| stage | items | interactions | wall s | largest process GiB | summed GiB | exit |",
              "|---|---|---|---|---|---|---|"]  # a stopped stage's figures are where it was stopped
-    for r in sorted(rows, key=lambda r: (list(STAGES).index(r["stage"]), r["items"])):
-        lines.append(f"| {r['stage']} | {r['items']:,} | {r['interactions']:,} | {r['seconds']:,.1f} | "
+    for r in sorted(rows, key=lambda r: (list(STAGES).index(r["stage"]), "input" in r, r["items"])):
+        lines.append(f"| {label(r)} | {r['items']:,} | {r['interactions']:,} | {r['seconds']:,.1f} | "
                      f"{r['largest_gib']:.2f} | {r['summed_gib']:.2f} | {r['rc']}{' (' + r['stopped'] + ')' if r.get('stopped') else ''} |")
     return "\n".join(lines)
+
+
+def label(row: dict) -> str:
+    """The stage, and its input where it is not the synthetic corpus."""
+    return row["stage"] + (f" ({row['input']})" if "input" in row else "")
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -113,16 +156,16 @@ def plot(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for stage in STAGES:
-        rs = sorted((r for r in rows if r["stage"] == stage and r["rc"] == 0), key=lambda r: r["items"])
+    for name in sorted({label(r) for r in rows}, key=lambda n: list(STAGES).index(n.split(" ")[0])):
+        rs = sorted((r for r in rows if label(r) == name and r["rc"] == 0), key=lambda r: r["items"])
         if rs:
             x = [r["items"] for r in rs]
-            a.plot(x, [r["seconds"] for r in rs], "o-", label=stage)
-            b.plot(x, [r["largest_gib"] for r in rs], "o-", label=stage)
+            a.plot(x, [r["seconds"] for r in rs], "o-", label=name)
+            b.plot(x, [r["largest_gib"] for r in rs], "o-", label=name)
     for ax, title in ((a, "wall time (s)"), (b, "peak RSS, largest process (GiB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        per_item = sorted({round(r["interactions"] / r["items"]) for r in rows})
+        per_item = sorted({round(r["interactions"] / r["items"]) for r in rows if r["interactions"]})
         ax.set_xlabel(f"items (interactions = {' / '.join(map(str, per_item))} x items)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
@@ -143,6 +186,8 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=3600, help="seconds per stage before it is killed")
     p.add_argument("--memory-cap", type=float, default=20.0,
                    help="GiB of summed RSS at which a stage is killed (0: none; this machine has 24)")
+    p.add_argument("--vectors", action="store_true",
+                   help="the tokenizer stage alone, on synthetic embeddings of --items items (no corpus, no encoder)")
     p.add_argument("--plot", action="store_true", help="only print the table and draw the plot of what ran")
     args = p.parse_args()
     results = os.path.join(args.work, "scale.jsonl")
@@ -152,8 +197,12 @@ def main() -> None:
         plot(rows, os.path.join(args.work, "scale.png"))
         print(f"plot: {os.path.join(args.work, 'scale.png')}")
         return
+    if args.vectors:
+        if not args.items:
+            p.error("--vectors needs --items")
+        return vectors_only(args, results)
     if not args.items or not args.interactions:
-        p.error("--items and --interactions are needed (or --plot)")
+        p.error("--items and --interactions are needed (or --plot, or --vectors)")
     work = os.path.abspath(os.path.join(args.work, f"{args.items}"))
     synthetic = os.path.join(work, "synthetic")
     os.makedirs(work, exist_ok=True)
@@ -174,17 +223,39 @@ def main() -> None:
     with open(cfg_path, "w") as f:
         yaml.safe_dump(run_config(work, synthetic, model, args), f, sort_keys=False)
     for stage in args.stages:
-        job, overrides = STAGES[stage]
-        cmd = [sys.executable, f"jobs/{job}.py", "--config", cfg_path, *(o.format(work=work) for o in overrides)]
-        r = measure(cmd, os.path.join(work, f"{stage}.log"), args.timeout, args.memory_cap)
-        row = {"stage": stage, "items": args.items, "interactions": args.interactions, **r}
-        with open(results, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(f"{stage:9s} {r['seconds']:8.1f} s  largest {r['largest_gib']:.2f} GiB  summed "
-              f"{r['summed_gib']:.2f} GiB  exit {r['rc']} {r['stopped']}", flush=True)
-        if r["rc"] != 0:
+        if run_stage(stage, work, cfg_path, args, results)["rc"] != 0:
             print(f"  {stage} failed: the later stages need its output; see {work}/{stage}.log")
             break
+
+
+def run_stage(stage: str, work: str, cfg_path: str, args, results: str, **tags) -> dict:
+    """One stage as a user runs it, measured; its row appended to ``results``."""
+    job, overrides = STAGES[stage]
+    cmd = [sys.executable, f"jobs/{job}.py", "--config", cfg_path, *(o.format(work=work) for o in overrides)]
+    r = measure(cmd, os.path.join(work, f"{stage}.log"), args.timeout, args.memory_cap)
+    row = {"stage": stage, "items": args.items, "interactions": args.interactions or 0, **tags, **r}
+    with open(results, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"{stage:9s} {r['seconds']:8.1f} s  largest {r['largest_gib']:.2f} GiB  summed "
+          f"{r['summed_gib']:.2f} GiB  exit {r['rc']} {r['stopped']}", flush=True)
+    for p in r["largest_processes"]:
+        print(f"    {p['gib']:.2f} GiB  {' | '.join(p['titles'])}", flush=True)
+    return row
+
+
+def vectors_only(args, results: str) -> None:
+    """The tokenizer stage on synthetic embeddings (``write_vectors``) of ``args.items`` items."""
+    work = os.path.abspath(os.path.join(args.work, f"{args.items}-vectors"))
+    os.makedirs(work, exist_ok=True)
+    cfg = run_config(work, os.path.join(work, "no-corpus"), "", args)  # only the tokenizer section is read
+    if not Embeddings(cfg["embed"]["output"]).complete():
+        t0 = time.perf_counter()
+        write_vectors(cfg["embed"]["output"], args.items)
+        print(f"wrote {args.items:,} synthetic embeddings in {time.perf_counter() - t0:.0f} s", flush=True)
+    cfg_path = os.path.join(work, "run.yaml")
+    with open(cfg_path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    run_stage("tokenize", work, cfg_path, args, results, input="synthetic vectors")
 
 
 if __name__ == "__main__":

@@ -134,6 +134,9 @@ class DataConfig:
     # engine=ray: about this many interactions per shard (a range of users cleaned, ordered and split by one
     # task; its memory is what one task holds)
     shard_rows: int = 1_000_000
+    # engine=ray: a source file larger than this many bytes is read by several tasks, each a range of its
+    # lines (Amazon review files; a read task holds its range's parsed records, ~3x its bytes)
+    part_bytes: int = 256 * 2**20
     split: SplitConfig = field(default_factory=SplitConfig)
 
     def __post_init__(self) -> None:
@@ -152,6 +155,8 @@ class DataConfig:
             raise ConfigError("data.output must not be empty")
         if self.shard_rows < 1:
             raise ConfigError(f"data.shard_rows must be >= 1, got {self.shard_rows}")
+        if self.part_bytes < 1:
+            raise ConfigError(f"data.part_bytes must be >= 1, got {self.part_bytes}")
         if self.engine == "ray" and any(s.kind == "recbench" for s in self.sources):
             raise ConfigError("data.engine=ray does not read kind=recbench sources (their evaluation pairs come "
                               "with the dataset and are prepared in one process): use data.engine=pandas")

@@ -10,7 +10,7 @@ import json
 import posixpath
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import fsspec
 import pyarrow as pa
@@ -84,6 +84,35 @@ def write_parquet(table: pa.Table, path: str) -> None:
     tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
     pq.write_table(table, tmp)
     fs.mv(tmp, p)
+
+
+def write_parquet_batches(batches: Callable[[], Iterable[pa.Table]], schema: pa.Schema, path: str) -> int:
+    """``write_parquet`` for a table that arrives in pieces (``batches()`` yields them; called again when a
+    remote write is retried): each batch becomes a row group as it comes, so the writer holds one batch;
+    the file appears whole or not at all. Returns the rows written."""
+    fs, p = filesystem(path)
+    parent = posixpath.dirname(p)
+    if parent and not is_remote(path):
+        fs.makedirs(parent, exist_ok=True)
+    target = p if is_remote(path) else f"{p}.tmp-{uuid.uuid4().hex[:8]}"  # S3: visible once the upload completes
+
+    def write() -> int:
+        rows = 0
+        with fs.open(target, "wb") as f, pq.ParquetWriter(f, schema) as writer:
+            for batch in batches():
+                writer.write_table(batch.cast(schema))
+                rows += batch.num_rows
+        return rows
+
+    try:
+        rows = write() if not is_remote(path) else _retrying(f"writing {path}", write)
+    except BaseException:
+        if not is_remote(path) and fs.exists(target):
+            fs.rm(target)
+        raise
+    if not is_remote(path):
+        fs.mv(target, p)
+    return rows
 
 
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:

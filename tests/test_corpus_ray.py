@@ -14,8 +14,8 @@ from test_synthetic import generate
 pytestmark = pytest.mark.slow
 
 REJECT_ORDER = [(c, "ascending") for c in ("source", "table", "file", "line", "reason", "raw")]
-# what may differ: when and where it ran, how many shards
-RUN_KEYS = ("created", "seconds", "output", "config", "shards")
+# what may differ: when and where it ran, how many read parts and shards
+RUN_KEYS = ("created", "seconds", "output", "config", "shards", "parts")
 
 
 def outputs(root) -> dict[str, pa.Table]:
@@ -59,12 +59,13 @@ def test_a_synthetic_amazon_corpus_in_parallel_parts_and_shards(tmp_path, ray_se
     src = [{"kind": "amazon2023", "path": str(tmp_path / "raw")}]
     one = data_config(tmp_path / "pandas", src, min_history=5, history_feedback="all", split=split)
     par = data_config(tmp_path / "ray", src, min_history=5, history_feedback="all", split=split,
-                      engine="ray", shard_rows=12000)
+                      engine="ray", shard_rows=12000, part_bytes=400_000)
     pandas_corpus.prepare(one, log=lambda s: None)
     m = ray_corpus.prepare(par, log=lambda s: None)
     assert m["shards"] >= 4
     rep = m["sources"][0]
-    assert len(rep["files"]) == 30  # 15 categories, each a reviews file and an items file, read as 15 parts
+    assert len(rep["files"]) == 30  # 15 categories, each a reviews file and an items file
+    assert m["parts"] > 30  # the larger review files read as several line ranges, one task each
     # every planted bad line rejected with its reason; kept + rejected = read
     assert rep["rejected"]["interactions"] == info["planted"]["interactions"]
     assert rep["kept"]["interactions"] == 50000

@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -89,3 +90,36 @@ def test_ml1m_embed_then_tokenize_hands_off_by_manifest(tmp_path, default_tokeni
         "tokenizer.kind=rqkmeans", "tokenizer.enforce_quality_gate=false"])
     mr = tokenize.run(rq.tokenizer, Embeddings(emb), log=lambda s: None).manifest()
     assert mr["kind"] == "rqkmeans" and mr["metrics"]["levels"][0]["utilization"] == 1.0
+
+
+def test_dedup_in_parts_over_ray_equals_one_process(tmp_path, ray_session, monkeypatch):
+    """The sharded dedup (parts that each hold whole tuple groups) gives the one-process concept-ID map
+    and quality figures exactly, on codes with many collisions spread over several parts."""
+    import pandas as pd
+    import ray
+
+    from recbase.tokenizer import stage
+
+    rng = np.random.default_rng(0)
+    n = 3_000
+    codes = rng.integers(0, 6, size=(n, 3)).astype(np.int32)  # 216 tuples: most items collide
+    assigned = pd.DataFrame({"domain": rng.choice(["a", "b", "c"], n), "item_id": [f"i{v:05d}" for v in rng.permutation(n)],
+                             "codes": list(codes), "sq_error": rng.random(n).astype(np.float32)})
+    monkeypatch.setattr(tokenize, "DEDUP_PART_ROWS", 700)  # 5 parts
+    assert len(np.unique(stage.part_key(codes, 5))) == 5
+    blocks = ray.data.from_arrow(pa.Table.from_pandas(assigned, preserve_index=False)).repartition(7)  # as assignment yields
+    deduped = tokenize.dedup_codes(blocks, n)
+    stats = sum((stage.code_stats(b, 6) for b in tokenize._batches(deduped)), stage.metrics.CodeStats(np.zeros((3, 6), np.int64)))
+    sharded = pa.concat_tables([stage.concept_batch(b) for b in tokenize._batches(deduped)])
+
+    one = stage.dedup_part(assigned.sort_values(["domain", "item_id"], kind="mergesort").reset_index(drop=True))
+    assert sharded.equals(stage.concept_batch(one))  # the same rows, in (domain, item_id) order
+    m, whole = stats.summary(1.0), stage.code_stats(one, 6).summary(1.0)
+    for key in ("reconstruction_mse", "reconstruction_rel"):  # float sums in another order
+        assert m[key] == pytest.approx(whole[key])
+    assert {k: v for k, v in m.items() if not k.startswith("reconstruction")} == \
+        {k: v for k, v in whole.items() if not k.startswith("reconstruction")}
+    assert m["collision_rate"] == pytest.approx(stage.metrics.collision_rate(codes))
+    assert m["items_in_collisions"] == pytest.approx(stage.metrics.items_in_collisions(codes))
+    assert m["collision_rate_after_dedup"] == 0 and m["dedup_size"] == one["dedup"].max() + 1 > 1
+    assert m["reconstruction_mse"] == pytest.approx(float(assigned["sq_error"].astype(np.float64).mean()))

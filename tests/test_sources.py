@@ -221,3 +221,23 @@ def test_several_sources_in_one_corpus(tmp_path, fixture_copy):
     assert not any("news" in d for d in hist["domains"])
     assert m["split"]["eval"]["unseen_domains"]["pairs"] > 0
     assert_counts_add_up(m)
+
+
+def test_a_file_read_in_spans_is_the_whole_file_read_at_once(tmp_path):
+    """Spans cut at line starts; their lines, with the file's own numbers, are the whole read's, whatever the
+    line endings (LF, CRLF, a bare CR), blank lines, an undecodable line and no final newline."""
+    from recbase.data.sources.base import iter_lines, spans
+
+    lines = [b'{"a": %d}' % i for i in range(200)]
+    lines[7], lines[50], lines[51] = b"", b"\xff\xfe not utf-8", b"x\ry"
+    data = b"".join(l + (b"\r\n" if i % 3 == 0 else b"\n") for i, l in enumerate(lines))[:-1]  # no final newline
+    path = tmp_path / "reviews.jsonl"
+    path.write_bytes(data)
+    whole = list(iter_lines(str(path), "utf-8"))
+    assert len(whole) == 201  # the bare CR ends a line too
+    for part_bytes in (1, 97, 500, 10**9):
+        cut = spans(str(path), part_bytes)
+        assert cut[0].start == 0 and cut[-1].end == len(data)
+        assert all(a.end == b.start for a, b in zip(cut, cut[1:]))
+        assert (len(cut) == 1) == (part_bytes == 10**9)
+        assert [x for s in cut for x in iter_lines(str(path), "utf-8", s)] == whole, part_bytes

@@ -38,7 +38,7 @@ from recbase.data.text import format_items
 
 
 # where and how a corpus is prepared, not what it holds: a corpus prepared either way is reused by the other
-ENGINE_KEYS = ("engine", "shard_rows")
+ENGINE_KEYS = ("engine", "shard_rows", "part_bytes")
 
 
 class CountMismatch(AssertionError):

@@ -1,7 +1,8 @@
 """Corpus preparation on Ray Data (``data.engine: ray``): the steps of ``recbase.data.corpus``, in parallel,
 for corpora one process cannot hold. The semantics live there; this file only distributes them.
 
-1. read: one Ray task per source part (an Amazon category; a whole MovieLens) parses and rejects as the
+1. read: one Ray task per source part (an Amazon category's reviews, cut into line ranges of about
+   ``data.part_bytes``, the first with the category's items; a whole MovieLens) parses and rejects as the
    pandas path does, writes its interactions to the run's scratch Parquet and returns its items, rejects
    and counts, and each user's row count;
 2. items: each source's items cleaned on the driver (``clean_items``), as in one process;
@@ -150,7 +151,7 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
         storage.remove(corpus.path(name))
 
     # 1. read, in parallel
-    parts = [(src, part) for src in cfg.sources for part in source_parts(src)]
+    parts = [(src, part) for src in cfg.sources for part in source_parts(src, cfg.part_bytes)]
     read = ray.remote(num_cpus=1)(_read_part)
     results = ray.get([read.remote(src, part, i, scratch) for i, (src, part) in enumerate(parts)])
     log(f"[corpus] read {len(parts)} part(s) of {len(cfg.sources)} source(s) ({time.perf_counter() - t_start:.1f} s)")
@@ -165,9 +166,11 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
         read_counts: Counter = Counter()
         for r in mine:
             read_counts.update(r["tables"].read)
-        tables = SourceTables(items=pd.concat([r["tables"].items for r in mine], ignore_index=True),
+        # a part past a file's first holds no items: left out, so the columns keep their readers' dtypes
+        items = [r["tables"].items for r in mine if len(r["tables"].items)] or [mine[0]["tables"].items]
+        tables = SourceTables(items=pd.concat(items, ignore_index=True),
                                 interactions=mine[0]["tables"].interactions, read=dict(read_counts),
-                                files=[f for r in mine for f in r["tables"].files],
+                                files=list(dict.fromkeys(f for r in mine for f in r["tables"].files)),
                                 notes=list(dict.fromkeys(n for r in mine for n in r["tables"].notes)))
         items = C.clean_items(src.label, tables.items, rejects)
         item_frames.append(items.assign(_source=src.label))
@@ -239,8 +242,8 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     manifest = C.build_manifest(cfg, reports, items, C.merge_domain_counts([r["domains"] for r in cleaned]), len(users),
                                 split_report, list(parts_[0].pair_stats) if parts_ else [],
                                 time.perf_counter() - t_start, time.perf_counter() - t_write,
-                                shards=len(shards))
+                                shards=len(shards), parts=len(parts))
     storage.remove(scratch)
     corpus.write_manifest(manifest)  # last: the corpus is complete once this exists
-    log(f"[corpus] wrote {out} ({manifest['seconds']['total']} s, {len(shards)} shard(s))")
+    log(f"[corpus] wrote {out} ({manifest['seconds']['total']} s, {len(parts)} read part(s), {len(shards)} shard(s))")
     return manifest

@@ -1,10 +1,14 @@
 """Tokenizer stage on Ray: training as one Ray task (on a GPU when the cluster has one), concept-ID
-assignment sharded with Ray Data over the embedding shards, then dedup/metrics/manifest on the driver."""
+assignment sharded with Ray Data over the embedding shards, dedup over Ray Data in parts that each hold
+whole tuple groups, then metrics, the concept-ID map and the manifest from the driver, which streams the
+map batch by batch: no process holds every item's codes."""
 from __future__ import annotations
 
+import math
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
+import numpy as np
 import pandas as pd
 import ray
 
@@ -12,11 +16,12 @@ from recbase.artifacts import Embeddings, TokenizerOutput
 from recbase.config import ActorsConfig, TokenizerConfig
 from recbase.launch import session
 from recbase.launch.embed import IO_CPUS
-from recbase.tokenizer.metrics import total_variance
-from recbase.tokenizer.stage import AssignCodes, fit_and_save, finalize
+from recbase.tokenizer.metrics import CodeStats, total_variance
+from recbase.tokenizer.stage import AssignCodes, code_stats, concept_batch, conclude, dedup_part, fit_and_save, part_key
 
 
 ASSIGN_BATCH = 4096
+DEDUP_PART_ROWS = 200_000  # items per dedup part: what one task holds
 
 
 def _fit_task(cfg: TokenizerConfig, embed_output: str) -> tuple[dict, float]:
@@ -28,8 +33,8 @@ def _fit_task(cfg: TokenizerConfig, embed_output: str) -> tuple[dict, float]:
     return fit_and_save(x, cfg, device=device, progress=True), total_variance(x)
 
 
-def assign_codes(tokenizer_dir: str, embed_output: str, actors: ActorsConfig) -> "pd.DataFrame":
-    """Every embedded item's concept IDs from a trained tokenizer (Ray Data over an actor pool):
+def assign_codes(tokenizer_dir: str, embed_output: str, actors: ActorsConfig) -> ray.data.Dataset:
+    """Every embedded item's concept IDs from a trained tokenizer (Ray Data over an actor pool, lazy):
     columns domain, item_id, codes, sq_error."""
     ds = ray.data.read_parquet(Embeddings(embed_output).shards, num_cpus=IO_CPUS)
     ds = ds.select_columns(["domain", "item_id", "embedding"]).repartition(target_num_rows_per_block=ASSIGN_BATCH)
@@ -38,7 +43,25 @@ def assign_codes(tokenizer_dir: str, embed_output: str, actors: ActorsConfig) ->
         batch_size=ASSIGN_BATCH, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors.concurrency),
         num_cpus=actors.num_cpus, num_gpus=session.gpus_per_actor(actors.num_gpus),
     )
-    return ds.to_pandas()
+    return ds
+
+
+def _keyed(batch: pd.DataFrame, parts: int) -> pd.DataFrame:
+    return batch.assign(_part=part_key(np.stack(batch["codes"].to_numpy()), parts))
+
+
+def dedup_codes(assigned: ray.data.Dataset, items: int) -> ray.data.Dataset:
+    """``dedup_part`` on each part of about DEDUP_PART_ROWS items (a tuple's items share one), then the rows
+    in (domain, item_id) order, materialised for the driver's two streaming passes."""
+    parts = max(1, math.ceil(items / DEDUP_PART_ROWS))
+    keyed = assigned.map_batches(_keyed, fn_kwargs={"parts": parts}, batch_format="pandas", num_cpus=IO_CPUS)
+    deduped = keyed.groupby("_part", num_partitions=parts).map_groups(
+        lambda g: dedup_part(g.drop(columns="_part")), batch_format="pandas", num_cpus=IO_CPUS)
+    return deduped.sort(["domain", "item_id"]).materialize()
+
+
+def _batches(ds: ray.data.Dataset) -> Iterator[pd.DataFrame]:
+    return ds.iter_batches(batch_size=ASSIGN_BATCH, batch_format="pandas", prefetch_batches=1)
 
 
 def run(t: TokenizerConfig, embeddings: Embeddings, log: Callable[[str], None] = print) -> TokenizerOutput:
@@ -55,8 +78,10 @@ def run(t: TokenizerConfig, embeddings: Embeddings, log: Callable[[str], None] =
     log(f"[tokenizer] trained {t.kind} {t.levels}x{t.codebook_size} in {training['seconds']} s")
 
     t1 = time.perf_counter()
-    assigned = assign_codes(out.root, embeddings.root, t.assign)
-    assign_seconds = time.perf_counter() - t1
+    deduped = dedup_codes(assign_codes(out.root, embeddings.root, t.assign), embed_manifest["items"])
+    stats = sum((code_stats(b, t.codebook_size) for b in _batches(deduped)),
+                CodeStats(np.zeros((t.levels, t.codebook_size), np.int64)))
+    assign_seconds = time.perf_counter() - t1  # assignment, dedup and the quality sums: one streaming pass
     context = {
         "embedding": {"output": embeddings.root, "model": embed_manifest["model"], "dim": embed_manifest["dim"],
                       "prefix": embed_manifest["prefix"]},
@@ -65,5 +90,5 @@ def run(t: TokenizerConfig, embeddings: Embeddings, log: Callable[[str], None] =
         "seconds": {"train": training["seconds"], "assign": round(assign_seconds, 2),
                     "total": round(time.perf_counter() - t0, 2)},
     }
-    finalize(assigned, t, input_var, context, log=log)
+    conclude(stats, lambda: (concept_batch(b) for b in _batches(deduped)), t, input_var, context, log=log)
     return out

@@ -1,6 +1,8 @@
 """The tokenizer stage without Ray: fit + save, assign a batch, finalise (dedup, metrics, gate, manifest).
 
-The launch layer runs ``fit_and_save`` as a Ray task, ``AssignCodes`` over Ray Data, then ``finalize``.
+The launch layer runs ``fit_and_save`` as a Ray task, ``AssignCodes`` over Ray Data, ``dedup_part`` on each
+``part_key`` part and ``code_stats`` on its rows over Ray Data, then ``conclude`` on the driver, which streams
+the map into its file; no process holds every item's codes. ``finalize`` is the same for a map in one process.
 
 Writes under ``tokenizer.output``::
 
@@ -13,7 +15,7 @@ Writes under ``tokenizer.output``::
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -86,18 +88,60 @@ class AssignCodes:
         })
 
 
+def part_key(codes: np.ndarray, parts: int) -> np.ndarray:
+    """The part [N] each item's tuple ``codes`` [N, L] falls in, so that a tuple's items share one part
+    (what ``dedup_part`` needs); a fixed hash, the same on every machine."""
+    mix = np.array([0x9E3779B97F4A7C15 >> (7 * l) | 1 for l in range(codes.shape[1])], dtype=np.uint64)  # [L]
+    return ((codes.astype(np.uint64) * mix).sum(1, dtype=np.uint64) % np.uint64(max(parts, 1))).astype(np.int64)
+
+
+def dedup_part(assigned: pd.DataFrame) -> pd.DataFrame:
+    """``assign.dedup`` on rows (domain, item_id, codes, sq_error) that hold every item of each of their
+    tuples (the whole map, or one ``part_key`` part); adds per row ``dedup``, its tuple's ``group_size`` and
+    ``repeat`` (its full ID is an earlier row's: never, when dedup works), which ``metrics.CodeStats`` sums."""
+    if not len(assigned):
+        return assigned.assign(dedup=np.zeros(0, np.int32), group_size=np.zeros(0, np.int64), repeat=np.zeros(0, bool))
+    codes = _codes(assigned)
+    d = assign.dedup(assigned["domain"].to_numpy(), assigned["item_id"].to_numpy(), codes)
+    full = pd.DataFrame(np.concatenate([codes, d[:, None]], 1))
+    return assigned.assign(dedup=d, group_size=full.groupby(list(full.columns[:-1]))[0].transform("size").to_numpy(),
+                           repeat=full.duplicated().to_numpy())
+
+
+def code_stats(part: pd.DataFrame, codebook_size: int) -> metrics.CodeStats:
+    """The quality figures' sums over rows of ``dedup_part``'s output."""
+    return metrics.CodeStats.of(_codes(part), part["dedup"].to_numpy(), part["group_size"].to_numpy(),
+                                part["repeat"].to_numpy(), part["sq_error"].to_numpy(), codebook_size)
+
+
+def concept_batch(part: pd.DataFrame) -> pa.Table:
+    """Rows of ``dedup_part``'s output as the concept-ID map's schema."""
+    return concept_table(part["domain"], part["item_id"], _codes(part), part["dedup"].to_numpy())
+
+
+def _codes(frame: pd.DataFrame) -> np.ndarray:
+    """The ``codes`` column [N, L] as one int32 array (columns 0 of an empty frame)."""
+    return np.stack(frame["codes"].to_numpy()).astype(np.int32) if len(frame) else np.zeros((0, 0), np.int32)
+
+
 def finalize(assigned: pd.DataFrame, cfg: TokenizerConfig, input_var: float, context: dict,
              log: Callable[[str], None] = print) -> dict:
-    """Dedup, metrics, plot, quality gate, concept-ID map and manifest (last)."""
-    assigned = assigned.sort_values(["domain", "item_id"], kind="mergesort").reset_index(drop=True)
-    codes = np.stack(assigned["codes"].to_numpy()).astype(np.int32) if len(assigned) else np.zeros((0, cfg.levels), np.int32)
-    d = assign.dedup(assigned["domain"].to_numpy(), assigned["item_id"].to_numpy(), codes)
-    m = metrics.summarize(codes, cfg.codebook_size, float(assigned["sq_error"].mean()), input_var)
-    m["dedup_size"] = int(d.max()) + 1 if len(d) else 1
-    m["collision_rate_after_dedup"] = metrics.collision_rate(np.concatenate([codes, d[:, None]], 1))
+    """``conclude`` for a map held in one process (the tests, a small run): dedup in one part, in
+    (domain, item_id) order."""
+    part = dedup_part(assigned.sort_values(["domain", "item_id"], kind="mergesort").reset_index(drop=True))
+    return conclude(code_stats(part, cfg.codebook_size), lambda: [concept_batch(part)], cfg, input_var, context, log)
+
+
+def conclude(stats: metrics.CodeStats, concept_batches: Callable[[], Iterable[pa.Table]], cfg: TokenizerConfig,
+             input_var: float, context: dict, log: Callable[[str], None] = print) -> dict:
+    """Metrics, plot, quality gate, concept-ID map (``concept_batches``: its rows in (domain, item_id) order,
+    streamed into one file) and manifest (last)."""
+    if not stats.items:
+        stats = metrics.CodeStats(np.zeros((cfg.levels, cfg.codebook_size), np.int64))
+    m = stats.summary(input_var)
     out = TokenizerOutput(cfg.output)
     title = f"{cfg.kind} {cfg.levels}x{cfg.codebook_size}: collisions {m['collision_rate']:.2%}"
-    metrics.plot_usage(codes, cfg.codebook_size, out.usage_png, title)
+    metrics.plot_usage(stats.counts, out.usage_png, title)
     storage.write_json({**m, "training": context.get("training", {})}, out.metrics)
     log(f"[tokenizer] {title}; utilisation per level "
         f"{[round(l['utilization'], 3) for l in m['levels']]}, dedup size {m['dedup_size']}")
@@ -114,7 +158,7 @@ def finalize(assigned: pd.DataFrame, cfg: TokenizerConfig, input_var: float, con
             + f". See {out.usage_png}; change the thresholds or set tokenizer.enforce_quality_gate=false."
         )
 
-    storage.write_parquet(concept_table(assigned["domain"], assigned["item_id"], codes, d), out.concept_ids)
+    storage.write_parquet_batches(concept_batches, CONCEPT_SCHEMA, out.concept_ids)
     training = context.get("training", {})
     manifest = {
         "kind": cfg.kind,

@@ -18,12 +18,13 @@ READERS = {
 PARTS = {"amazon2023": amazon2023.parts}
 
 
-def source_parts(cfg: SourceConfig) -> list[str | None]:
-    """The parts ``read_source(cfg, rejects, part)`` reads; [None] (the whole source) where a format has none."""
-    return PARTS[cfg.kind](cfg) if cfg.kind in PARTS else [None]
+def source_parts(cfg: SourceConfig, part_bytes: int) -> list:
+    """The parts ``read_source(cfg, rejects, part)`` reads, each about ``part_bytes`` of input or less where
+    the format can cut its files; [None] (the whole source) where a format has no parts."""
+    return PARTS[cfg.kind](cfg, part_bytes) if cfg.kind in PARTS else [None]
 
 
-def read_source(cfg: SourceConfig, rejects: Rejects, part: str | None = None) -> SourceTables:
+def read_source(cfg: SourceConfig, rejects: Rejects, part=None) -> SourceTables:
     if part is None:
         return READERS[cfg.kind](cfg, rejects)
     return READERS[cfg.kind](cfg, rejects, part=part)

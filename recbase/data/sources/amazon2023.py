@@ -15,7 +15,7 @@ import pandas as pd
 from recbase import storage
 from recbase.config import SourceConfig
 from recbase.data.rejects import Rejects
-from recbase.data.sources.base import SourceFormatError, SourceTables, iter_lines, parse_feedback
+from recbase.data.sources.base import SourceFormatError, SourceTables, Span, iter_lines, parse_feedback, spans
 
 
 def _pairs(root: str) -> list[tuple[str, str, str]]:
@@ -37,9 +37,10 @@ def _pairs(root: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def _jsonl(path: str, source: str, table: str, rejects: Rejects) -> tuple[list[dict], list[int], list[str], int]:
+def _jsonl(path: str, source: str, table: str, rejects: Rejects,
+           span: Span | None = None) -> tuple[list[dict], list[int], list[str], int]:
     recs, lines, raws, n, bad = [], [], [], 0, []
-    for lineno, text, raw in iter_lines(path, "utf-8"):
+    for lineno, text, raw in iter_lines(path, "utf-8", span):
         if text is not None and not text.strip():
             continue
         n += 1
@@ -83,43 +84,29 @@ def _details(rec: dict) -> str | None:
     return "; ".join(parts) or None
 
 
-def parts(cfg: SourceConfig) -> list[str]:
-    """The categories, each readable on its own (``read(cfg, rejects, part=category)``)."""
-    return [category for category, _, _ in _pairs(cfg.path)]
+def parts(cfg: SourceConfig, part_bytes: int) -> list[tuple[str, Span]]:
+    """Parts each readable on its own (``read(cfg, rejects, part=...)``): per category, its reviews file cut
+    at line starts into spans of about ``part_bytes``; the first span's part also reads the category's items."""
+    return [(category, span) for category, review_path, _ in _pairs(cfg.path) for span in spans(review_path, part_bytes)]
 
 
-def read(cfg: SourceConfig, rejects: Rejects, part: str | None = None) -> SourceTables:
+def read(cfg: SourceConfig, rejects: Rejects, part: tuple[str, Span] | None = None) -> SourceTables:
     """Every category of the directory, or only ``part``: the parts' tables, concatenated in their order, are
     the whole read."""
     src = cfg.label
     item_frames, inter_frames, files = [], [], []
     n_items = n_inter = 0
     for category, review_path, meta_path in _pairs(cfg.path):
-        if part is not None and category != part:
+        if part is not None and category != part[0]:
             continue
+        span = None if part is None else part[1]
         domain = cfg.domain or category
-        recs, lines, raws, n = _jsonl(meta_path, src, "items", rejects)
-        n_items += n
-        item_frames.append(
-            pd.DataFrame(
-                {
-                    "item_id": [_text(r.get("parent_asin")) for r in recs],
-                    "domain": domain,
-                    "title": [_text(r.get("title")) for r in recs],
-                    "year": pd.array([None] * len(recs), dtype="Int32"),
-                    "category": [
-                        ", ".join(r.get("categories") or []) or _text(r.get("main_category")) for r in recs
-                    ],
-                    "brand": [_text(r.get("store")) for r in recs],
-                    "description": [_text(r.get("description")) for r in recs],
-                    "details": [_details(r) for r in recs],
-                    "file": meta_path,
-                    "line": lines,
-                    "raw": raws,
-                }
-            )
-        )
-        recs, lines, raws, n = _jsonl(review_path, src, "interactions", rejects)
+        if span is None or span.start == 0:  # a category's items come with its first part
+            recs, lines, raws, n = _jsonl(meta_path, src, "items", rejects)
+            n_items += n
+            item_frames.append(_items_frame(recs, domain, meta_path, lines, raws))
+            files.append(meta_path)
+        recs, lines, raws, n = _jsonl(review_path, src, "interactions", rejects, span)
         n_inter += n
         df = pd.DataFrame(
             {
@@ -134,8 +121,8 @@ def read(cfg: SourceConfig, rejects: Rejects, part: str | None = None) -> Source
             }
         )
         inter_frames.append(parse_feedback(df, src, rejects, unit="ms"))
-        files += [meta_path, review_path]
-    items = pd.concat(item_frames, ignore_index=True)
+        files.append(review_path)
+    items = pd.concat(item_frames, ignore_index=True) if item_frames else _items_frame([], "", "", [], [])
     inter = pd.concat(inter_frames, ignore_index=True)
     return SourceTables(
         items=items,
@@ -143,4 +130,22 @@ def read(cfg: SourceConfig, rejects: Rejects, part: str | None = None) -> Source
         read={"items": n_items, "interactions": n_inter},
         files=files,
         notes=["timestamps converted from milliseconds to seconds"],
+    )
+
+
+def _items_frame(recs: list[dict], domain: str, meta_path: str, lines: list[int], raws: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "item_id": [_text(r.get("parent_asin")) for r in recs],
+            "domain": domain,
+            "title": [_text(r.get("title")) for r in recs],
+            "year": pd.array([None] * len(recs), dtype="Int32"),
+            "category": [", ".join(r.get("categories") or []) or _text(r.get("main_category")) for r in recs],
+            "brand": [_text(r.get("store")) for r in recs],
+            "description": [_text(r.get("description")) for r in recs],
+            "details": [_details(r) for r in recs],
+            "file": meta_path,
+            "line": lines,
+            "raw": raws,
+        }
     )

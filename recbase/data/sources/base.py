@@ -41,19 +41,71 @@ def require(path: str, what: str) -> str:
     return path
 
 
-def iter_lines(path: str, encoding: str) -> Iterator[tuple[int, str | None, bytes]]:
-    """(1-based line number, decoded text or None when undecodable, raw bytes), line endings removed."""
-    with storage.open_binary(path) as f:
-        data = f.read()
-    if path.endswith(".gz"):
-        import gzip
+@dataclass(frozen=True)
+class Span:
+    """The lines of a plain-text file that start in bytes [start, end), ``first_line`` the file's number of
+    the first of them: a part of a file that one task reads on its own (``spans``)."""
 
-        data = gzip.decompress(data)
-    for i, raw in enumerate(data.splitlines(), start=1):
+    start: int
+    end: int
+    first_line: int
+
+
+def _lines_in(raw: bytes) -> list[bytes]:
+    """The lines ``bytes.splitlines`` makes of what one ``readline`` returned (a bare CR also ends a line)."""
+    return raw.splitlines() if b"\r" in raw else [raw.rstrip(b"\n")]
+
+
+def spans(path: str, part_bytes: int) -> list[Span]:
+    """``path`` cut at line starts into spans of about ``part_bytes`` bytes, their lines numbered as
+    ``iter_lines`` numbers the whole file (one pass that holds one line); a gzipped file is one span."""
+    fs, p = storage.filesystem(path)
+    size = fs.size(p)
+    if path.endswith(".gz") or size <= part_bytes:
+        return [Span(0, size, 1)]
+    out, start, first, line, pos = [], 0, 1, 1, 0
+    with storage.open_binary(path) as f:
+        for raw in iter(f.readline, b""):
+            pos += len(raw)
+            line += len(_lines_in(raw))
+            if pos - start >= part_bytes:
+                out.append(Span(start, pos, first))
+                start, first = pos, line
+    if pos > start or not out:
+        out.append(Span(start, pos, first))
+    return out
+
+
+def iter_lines(path: str, encoding: str, span: Span | None = None) -> Iterator[tuple[int, str | None, bytes]]:
+    """(1-based line number, decoded text or None when undecodable, raw bytes), line endings removed;
+    with ``span`` only its lines, read from its first byte (the file's own numbers)."""
+    if span is None:
+        with storage.open_binary(path) as f:
+            data = f.read()
+        if path.endswith(".gz"):
+            import gzip
+
+            data = gzip.decompress(data)
+        lines: Iterator[bytes] = iter(data.splitlines())
+    else:
+        lines = _span_lines(path, span)
+    for i, raw in enumerate(lines, start=1 if span is None else span.first_line):
         try:
             yield i, raw.decode(encoding), raw
         except UnicodeDecodeError:
             yield i, None, raw
+
+
+def _span_lines(path: str, span: Span) -> Iterator[bytes]:
+    with storage.open_binary(path) as f:
+        f.seek(span.start)
+        pos = span.start
+        while pos < span.end:
+            raw = f.readline()
+            if not raw:
+                return
+            pos += len(raw)
+            yield from _lines_in(raw)
 
 
 def split_delimited(
