@@ -60,7 +60,8 @@ def prepare(path: str, work: PreparedDataset, meta: dict, encoder: EmbedConfig, 
     embed_stage.run(embed_cfg, corpus, log)
 
     run_tokenizer = TokenizerOutput(tok["config"]["output"])
-    assigned = assign_codes(run_tokenizer.root, embed_cfg.output, assign_actors)
+    # a RecBench directory's items (evaluation-sized) on the driver: their dedup continues the run's map
+    assigned = assign_codes(run_tokenizer.root, embed_cfg.output, assign_actors).to_pandas()
     assigned = assigned.sort_values(["domain", "item_id"], kind="mergesort").reset_index(drop=True)
     codes = np.stack(assigned["codes"].to_numpy()).astype(np.int32) if len(assigned) else np.zeros((0, tok["levels"]), np.int32)
     existing = storage.read_parquet(run_tokenizer.concept_ids).to_pandas()
