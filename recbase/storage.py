@@ -69,32 +69,19 @@ def exists(path: str) -> bool:
 
 def write_parquet(table: pa.Table, path: str) -> None:
     """Write a table so that a reader never sees it half written (temp name, then rename/PUT)."""
-    fs, p = filesystem(path)
-    parent = posixpath.dirname(p)
-    if parent and not is_remote(path):
-        fs.makedirs(parent, exist_ok=True)
-    if is_remote(path):
-        # an S3 object becomes visible only when its upload completes: no temp name needed
-        def put() -> None:
-            with fs.open(p, "wb") as f:
-                pq.write_table(table, f)
-
-        _retrying(f"writing {path}", put)
-        return
-    tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
-    pq.write_table(table, tmp)
-    fs.mv(tmp, p)
+    write_parquet_batches(lambda: [table], table.schema, path)
 
 
 def write_parquet_batches(batches: Callable[[], Iterable[pa.Table]], schema: pa.Schema, path: str) -> int:
     """``write_parquet`` for a table that arrives in pieces (``batches()`` yields them; called again when a
     remote write is retried): each batch becomes a row group as it comes, so the writer holds one batch;
-    the file appears whole or not at all. Returns the rows written."""
+    the file appears whole or not at all (locally a temp name, then a rename; an S3 object becomes visible
+    only when its upload completes). Returns the rows written."""
     fs, p = filesystem(path)
     parent = posixpath.dirname(p)
     if parent and not is_remote(path):
         fs.makedirs(parent, exist_ok=True)
-    target = p if is_remote(path) else f"{p}.tmp-{uuid.uuid4().hex[:8]}"  # S3: visible once the upload completes
+    target = p if is_remote(path) else f"{p}.tmp-{uuid.uuid4().hex[:8]}"
 
     def write() -> int:
         rows = 0
