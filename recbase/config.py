@@ -308,6 +308,11 @@ class PretrainConfig:
     # feedback targets in a block (one user's items), the logistic loss of the liked item's log-odds of
     # <liked> falling below the not-liked one's: the per-history contrast GAUC measures (0: off)
     pair_weight: float = 0.0
+    # the share of a training block's item tokens below the first level (levels 2.. and the dedup suffix)
+    # replaced, in the model's input only, by a random code of the same level: the model learns to read an
+    # item's coarse codes, which unseen items share with seen ones, not only its exact tuple (0: off;
+    # the targets and the validation loss are unchanged)
+    code_dropout: float = 0.0
     # tokens per training block: <bos> + one user's consecutive items (recbase/data/sequences.py)
     block_len: int = 256
     # share of pretraining users held out for validation loss (whole users, by a stable hash)
@@ -363,6 +368,8 @@ class PretrainConfig:
             raise ConfigError(f"pretrain.val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.lr <= 0 or not 0.0 <= self.min_lr_fraction <= 1.0 or self.warmup_steps < 0:
             raise ConfigError("pretrain.lr must be > 0, min_lr_fraction in [0, 1], warmup_steps >= 0")
+        if not 0 <= self.code_dropout < 1:
+            raise ConfigError(f"pretrain.code_dropout must be in [0, 1), got {self.code_dropout}")
         if self.pair_weight < 0:
             raise ConfigError(f"pretrain.pair_weight must be >= 0, got {self.pair_weight}")
         if self.pair_weight > 0 and self.objective != "feedback":

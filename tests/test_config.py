@@ -58,6 +58,7 @@ def test_override_into_a_list_the_yaml_left_out_starts_from_the_default():
         ("data.min_history", "not of the form key.sub=value"),
         ("tokenizer.train_items=100", "tokenizer.train_items must be 0 (every item) or >= codebook_size (256)"),
         ("pretrain.pair_weight=-1", "pretrain.pair_weight must be >= 0"),
+        ("pretrain.code_dropout=1", "pretrain.code_dropout must be in [0, 1)"),
         ("data.shard_rows=0", "data.shard_rows must be >= 1"),
         ("data.engine=spark", "data.engine: 'spark' is not one of"),
     ],

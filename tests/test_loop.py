@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from recbase.data.sequences import IGNORE
 from recbase.model import decoder
 from recbase.model.vocab import Vocab
-from recbase.train.loop import lm_loss, pair_loss
+from recbase.train.loop import drop_codes, lm_loss, pair_loss
 
 
 def test_feedback_weight_weighs_feedback_targets_and_one_is_the_plain_mean():
@@ -49,6 +49,21 @@ def test_pair_loss_ranks_a_blocks_liked_targets_above_its_not_liked_ones_and_add
     lg = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
     expected = float(lm_loss(model, ids, mask, labels, fb, 1.0)) + 0.5 * float(pair_loss(lg, labels[:, 1:], fb))
     assert float(lm_loss(model, ids, mask, labels, fb, 1.0, 0.5)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_code_dropout_redraws_only_codes_below_the_first_level_within_their_own_range():
+    vocab = Vocab(levels=3, codebook_size=8, dedup_size=3, feedback=True)  # 3 + 24 + 3 item ids, 2 feedback ids
+    ids = torch.randint(0, vocab.size, (64, 40), generator=torch.Generator().manual_seed(0))  # [B, T]
+    assert torch.equal(drop_codes(ids, vocab, 0.0, torch.Generator()), ids)
+    out = drop_codes(ids, vocab, 0.5, torch.Generator().manual_seed(1))  # [B, T]
+    assert torch.equal(out, drop_codes(ids, vocab, 0.5, torch.Generator().manual_seed(1)))  # seeded
+    level = torch.as_tensor(vocab.level_of(ids.numpy()))  # [B, T]: -1 specials and feedback, 0..2 levels, 3 dedup
+    fine = (level >= 1) & (level <= 3)
+    assert torch.equal(out[~fine], ids[~fine])  # specials, level-1 and feedback ids are never touched
+    assert torch.equal(torch.as_tensor(vocab.level_of(out.numpy())), level)  # a drawn id stays in its range
+    changed = (out != ids)[fine].float().mean()
+    # half are redrawn, and a redraw lands on the same id 1/8 (levels) or 1/3 (dedup) of the time
+    assert 0.35 < float(changed) < 0.5
 
 
 def test_in_process_training_uses_the_ray_paths_optimizer_and_engine(monkeypatch):

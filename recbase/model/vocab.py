@@ -108,6 +108,10 @@ class Vocab:
         out = [(int(o), int(o + n)) for o, n in zip(self.level_offsets(), self.range_sizes())]
         return out + ([(self.item_size, self.size)] if self.feedback else [])
 
+    def fine_ranges(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of the item ranges below the first level: levels 2.. and the dedup suffix."""
+        return self.ranges()[1:self.tokens_per_item]
+
     def item_tokens(self, codes: np.ndarray, dedup: np.ndarray | None = None) -> np.ndarray:
         """Concept IDs [N, L] (+ dedup [N]) -> token ids [N, tokens_per_item]."""
         codes = np.asarray(codes, dtype=np.int64)  # [N, L]
