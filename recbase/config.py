@@ -313,6 +313,9 @@ class PretrainConfig:
     # item's coarse codes, which unseen items share with seen ones, not only its exact tuple (0: off;
     # the targets and the validation loss are unchanged)
     code_dropout: float = 0.0
+    # the first level code_dropout redraws (1-based; tokenizer.levels + 1 = the dedup suffix alone): 2 = every
+    # level below the first, 3 = keep levels 1-2 exact and redraw only the finer codes
+    code_dropout_from: int = 2
     # tokens per training block: <bos> + one user's consecutive items (recbase/data/sequences.py)
     block_len: int = 256
     # share of pretraining users held out for validation loss (whole users, by a stable hash)
@@ -370,6 +373,8 @@ class PretrainConfig:
             raise ConfigError("pretrain.lr must be > 0, min_lr_fraction in [0, 1], warmup_steps >= 0")
         if not 0 <= self.code_dropout < 1:
             raise ConfigError(f"pretrain.code_dropout must be in [0, 1), got {self.code_dropout}")
+        if self.code_dropout_from < 2:
+            raise ConfigError(f"pretrain.code_dropout_from must be >= 2 (level 1 is never redrawn), got {self.code_dropout_from}")
         if self.pair_weight < 0:
             raise ConfigError(f"pretrain.pair_weight must be >= 0, got {self.pair_weight}")
         if self.pair_weight > 0 and self.objective != "feedback":
@@ -489,6 +494,9 @@ class Config:
         if self.pretrain.objective == "feedback" and self.data.history_feedback != "all":
             raise ConfigError("pretrain.objective=feedback learns from liked and not-liked items: it needs "
                               "data.history_feedback=all (positive histories hold liked items only)")
+        if self.pretrain.code_dropout_from > self.tokenizer.levels + 1:
+            raise ConfigError(f"pretrain.code_dropout_from must be at most tokenizer.levels + 1 = {self.tokenizer.levels + 1} "
+                              f"(the dedup suffix), got {self.pretrain.code_dropout_from}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -59,6 +59,8 @@ def test_override_into_a_list_the_yaml_left_out_starts_from_the_default():
         ("tokenizer.train_items=100", "tokenizer.train_items must be 0 (every item) or >= codebook_size (256)"),
         ("pretrain.pair_weight=-1", "pretrain.pair_weight must be >= 0"),
         ("pretrain.code_dropout=1", "pretrain.code_dropout must be in [0, 1)"),
+        ("pretrain.code_dropout_from=1", "pretrain.code_dropout_from must be >= 2"),
+        ("pretrain.code_dropout_from=5", "pretrain.code_dropout_from must be at most tokenizer.levels + 1 = 4"),
         ("data.shard_rows=0", "data.shard_rows must be >= 1"),
         ("data.engine=spark", "data.engine: 'spark' is not one of"),
     ],

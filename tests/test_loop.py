@@ -64,6 +64,12 @@ def test_code_dropout_redraws_only_codes_below_the_first_level_within_their_own_
     changed = (out != ids)[fine].float().mean()
     # half are redrawn, and a redraw lands on the same id 1/8 (levels) or 1/3 (dedup) of the time
     assert 0.35 < float(changed) < 0.5
+    from3 = drop_codes(ids, vocab, 0.5, torch.Generator().manual_seed(1), first=3)  # [B, T]
+    kept = level <= 1  # specials, feedback, levels 1 and 2 (0-based 0, 1)
+    assert torch.equal(from3[kept], ids[kept])
+    assert float((from3 != ids)[level >= 2].float().mean()) > 0.35  # level 3 and the dedup suffix still redrawn
+    with pytest.raises(ValueError, match="level 5 is not below the first"):
+        drop_codes(ids, vocab, 0.5, torch.Generator(), first=5)
 
 
 def test_in_process_training_uses_the_ray_paths_optimizer_and_engine(monkeypatch):

@@ -108,9 +108,12 @@ class Vocab:
         out = [(int(o), int(o + n)) for o, n in zip(self.level_offsets(), self.range_sizes())]
         return out + ([(self.item_size, self.size)] if self.feedback else [])
 
-    def fine_ranges(self) -> list[tuple[int, int]]:
-        """``(start, stop)`` of the item ranges below the first level: levels 2.. and the dedup suffix."""
-        return self.ranges()[1:self.tokens_per_item]
+    def fine_ranges(self, first: int = 2) -> list[tuple[int, int]]:
+        """``(start, stop)`` of the item ranges from level ``first`` (1-based, >= 2) down: levels first.. and
+        the dedup suffix (level ``levels + 1``)."""
+        if not 2 <= first <= self.tokens_per_item:
+            raise ValueError(f"level {first} is not below the first of this vocabulary's {self.tokens_per_item} item levels")
+        return self.ranges()[first - 1:self.tokens_per_item]
 
     def item_tokens(self, codes: np.ndarray, dedup: np.ndarray | None = None) -> np.ndarray:
         """Concept IDs [N, L] (+ dedup [N]) -> token ids [N, tokens_per_item]."""

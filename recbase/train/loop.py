@@ -97,14 +97,15 @@ def batch_inputs(batch: dict[str, torch.Tensor], device: torch.device) -> tuple[
     return ids, (ids != PAD).long(), labels  # attention mask [B, T]
 
 
-def drop_codes(ids: torch.Tensor, vocab: Vocab, p: float, generator: torch.Generator) -> torch.Tensor:
-    """``ids`` [B, T] with each item token below the first level replaced, with probability ``p``, by a
-    uniformly drawn id of its own range (pretrain.code_dropout); specials, level-1 and feedback ids stay."""
+def drop_codes(ids: torch.Tensor, vocab: Vocab, p: float, generator: torch.Generator, first: int = 2) -> torch.Tensor:
+    """``ids`` [B, T] with each item token of level ``first`` or finer replaced, with probability ``p``, by a
+    uniformly drawn id of its own range (pretrain.code_dropout, code_dropout_from); specials, the coarser
+    levels and feedback ids stay."""
     if p <= 0:
         return ids
     start = torch.zeros(vocab.size, dtype=torch.long)  # [V]: the first id of each fine token's range
     size = torch.zeros(vocab.size, dtype=torch.long)  # [V]: its range's size; 0 = never replaced
-    for a, b in vocab.fine_ranges():
+    for a, b in vocab.fine_ranges(first):
         start[a:b], size[a:b] = a, b - a
     s, n = start[ids.cpu()], size[ids.cpu()]  # [B, T]
     hit = (n > 0) & (torch.rand(ids.shape, generator=generator) < p)  # [B, T]
@@ -259,7 +260,7 @@ def run_steps(cfg: PretrainConfig, vocab: Vocab, engine, ctx: TrainContext, stat
             # seeded by position in the run, so a resumed run draws what the uninterrupted one would have
             g = torch.Generator().manual_seed(
                 hash((cfg.seed, ctx.world_rank, state["epoch"], state["micro_in_epoch"])) % 2**63)
-            ids = drop_codes(ids, vocab, cfg.code_dropout, g)
+            ids = drop_codes(ids, vocab, cfg.code_dropout, g, cfg.code_dropout_from)
             loss = lm_loss(engine, ids, mask, labels, vocab.feedback_from, cfg.feedback_weight, cfg.pair_weight)
             engine.backward(loss)
             boundary = engine.is_gradient_accumulation_boundary()
