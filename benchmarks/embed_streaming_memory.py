@@ -54,9 +54,11 @@ def write_items(path: str, n: int, chunk: int = 100_000) -> None:
             }, schema=schema), row_group_size=chunk)
 
 
-def tree_processes(root: psutil.Process) -> list[tuple[int, int, str]]:
-    """(pid, RSS, title) of ``root`` and every process under it (Ray's GCS, raylet, workers; a Ray worker's
-    title names its task or actor, e.g. ``ray::_fit_task``, and is ``ray::IDLE`` between tasks)."""
+def tree_processes(root: psutil.Process) -> list[tuple[int, int, int, str]]:
+    """(pid, RSS, private bytes, title) of ``root`` and every process under it (Ray's GCS, raylet, workers;
+    a Ray worker's title names its task or actor, e.g. ``ray::_fit_task``, and is ``ray::IDLE`` between
+    tasks). Private is RSS less its shared pages: the object store's pages that a worker maps are in its
+    RSS and in every other mapper's, not in its private bytes."""
     try:
         tree = [root, *root.children(recursive=True)]
     except psutil.Error:
@@ -64,7 +66,8 @@ def tree_processes(root: psutil.Process) -> list[tuple[int, int, str]]:
     out = []
     for p in tree:
         try:
-            out.append((p.pid, p.memory_info().rss, " ".join(p.cmdline())[:80].strip()))
+            m = p.memory_info()
+            out.append((p.pid, m.rss, m.rss - m.shared, " ".join(p.cmdline())[:80].strip()))
         except psutil.Error:
             continue
     return out
@@ -72,7 +75,7 @@ def tree_processes(root: psutil.Process) -> list[tuple[int, int, str]]:
 
 def tree_rss(root: psutil.Process) -> tuple[int, int]:
     """(summed RSS, largest single RSS) of ``root`` and every process under it."""
-    sizes = [rss for _, rss, _ in tree_processes(root)]
+    sizes = [rss for _, rss, _, _ in tree_processes(root)]
     return sum(sizes), max(sizes, default=0)
 
 

@@ -101,14 +101,15 @@ def measure(cmd: list[str], log_path: str, timeout: float, cap_gib: float = 0) -
     t0, stopped = time.perf_counter(), ""
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        root, summed, rc, peaks = psutil.Process(proc.pid), 0, None, {}
+        root, summed, summed_private, rc, peaks = psutil.Process(proc.pid), 0, 0, None, {}
         while rc is None:
             procs = tree_processes(root)
-            total = sum(rss for _, rss, _ in procs)
+            total = sum(rss for _, rss, _, _ in procs)
             summed = max(summed, total)
-            for pid, rss, title in procs:  # each process's peak, and every title it had (a Ray worker's tasks)
-                peak = peaks.setdefault(pid, [0, []])
-                peak[0] = max(peak[0], rss)
+            summed_private = max(summed_private, sum(private for _, _, private, _ in procs))
+            for pid, rss, private, title in procs:  # each process's peaks, and every title it had (a Ray worker's tasks)
+                peak = peaks.setdefault(pid, [0, [], 0])
+                peak[0], peak[2] = max(peak[0], rss), max(peak[2], private)
                 if title not in peak[1]:
                     peak[1].append(title)
             if not stopped and time.perf_counter() - t0 > timeout:
@@ -130,9 +131,13 @@ def measure(cmd: list[str], log_path: str, timeout: float, cap_gib: float = 0) -
             except subprocess.TimeoutExpired:
                 pass
     top = sorted(peaks.values(), key=lambda p: -p[0])[:4]
+    gib = lambda b: round(b / 2**30, 3)
     return {"seconds": round(time.perf_counter() - t0, 1), "rc": rc, "stopped": stopped,
-            "largest_gib": round(top[0][0] / 2**30, 3) if top else 0.0, "summed_gib": round(summed / 2**30, 3),
-            "largest_processes": [{"gib": round(rss / 2**30, 3), "titles": titles[:6]} for rss, titles in top]}
+            "largest_gib": gib(top[0][0]) if top else 0.0, "summed_gib": gib(summed),
+            "largest_private_gib": gib(max((p[2] for p in peaks.values()), default=0)),
+            "summed_private_gib": gib(summed_private),
+            "largest_processes": [{"gib": gib(rss), "private_gib": gib(private), "titles": titles[:6]}
+                                  for rss, titles, private in top]}
 
 
 def table(rows: list[dict]) -> str:
@@ -236,10 +241,11 @@ def run_stage(stage: str, work: str, cfg_path: str, args, results: str, **tags) 
     row = {"stage": stage, "items": args.items, "interactions": args.interactions or 0, **tags, **r}
     with open(results, "a") as f:
         f.write(json.dumps(row) + "\n")
-    print(f"{stage:9s} {r['seconds']:8.1f} s  largest {r['largest_gib']:.2f} GiB  summed "
-          f"{r['summed_gib']:.2f} GiB  exit {r['rc']} {r['stopped']}", flush=True)
+    print(f"{stage:9s} {r['seconds']:8.1f} s  largest {r['largest_gib']:.2f} GiB  summed {r['summed_gib']:.2f} GiB "
+          f"(private: {r['largest_private_gib']:.2f} / {r['summed_private_gib']:.2f})  exit {r['rc']} {r['stopped']}",
+          flush=True)
     for p in r["largest_processes"]:
-        print(f"    {p['gib']:.2f} GiB  {' | '.join(p['titles'])}", flush=True)
+        print(f"    {p['gib']:.2f} GiB ({p['private_gib']:.2f} private)  {' | '.join(p['titles'])}", flush=True)
     return row
 
 

@@ -73,7 +73,9 @@ def run(t: TokenizerConfig, embeddings: Embeddings, log: Callable[[str], None] =
     t0 = time.perf_counter()
     session.init()
     gpus = 1 if (t.device == "cuda" or (t.device == "auto" and session.cluster_gpus() > 0)) else 0
-    fit = ray.remote(_fit_task).options(num_cpus=t.num_cpus, num_gpus=gpus)
+    # max_calls=1: the worker exits after the fit, so its memory (the training sample, the model) is not
+    # carried into the read and assignment tasks a pooled worker would run next
+    fit = ray.remote(num_cpus=t.num_cpus, num_gpus=gpus, max_calls=1)(_fit_task)
     training, input_var = ray.get(fit.remote(t, embeddings.root))
     log(f"[tokenizer] trained {t.kind} {t.levels}x{t.codebook_size} in {training['seconds']} s")
 
