@@ -38,6 +38,7 @@ from recbase.artifacts import Corpus, Pretraining, TokenizerOutput
 from recbase.data import sequences
 from recbase.model import decoder
 from recbase.model.vocab import ItemIndex
+from recbase.tokenizer.tokenizer import codebooks_for
 
 
 def all_blocks(cfg, index: ItemIndex) -> dict:
@@ -53,7 +54,7 @@ def deepspeed_no_ray(cfg, index: ItemIndex, blocks: dict, steps: int, warmup: in
     p = dataclasses.replace(cfg.pretrain, max_steps=steps, log_every=10, eval_every=10**6, checkpoint_every=10**6)
     val = {k: v[:p.micro_batch_size] for k, v in blocks.items()}
     ctx = local.LocalContext(blocks, val, p.micro_batch_size, seed=p.seed)
-    loop.train(p, index.vocab, ctx, log=lambda s: None)
+    loop.train(p, index.vocab, ctx, log=lambda s: None, codebooks=codebooks_for(p.code_content, cfg.tokenizer.output))
     return steady(ctx.history, warmup, 10, p.micro_batch_size * p.block_len)
 
 

@@ -38,7 +38,7 @@ def main() -> None:
         rows = []
         for seed in args.seeds:
             cfg = config.load(args.config, [*args.overrides, f"tokenizer.train_items={n}", f"tokenizer.seed={seed}"])
-            out, _ = trial.tokenizer_metrics(cfg, domains, ids, x)
+            out, _, _ = trial.tokenizer_metrics(cfg, domains, ids, x)
             rows.append(out)
 
         def f(key: str, digits: int = 4) -> str:

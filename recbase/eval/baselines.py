@@ -7,6 +7,9 @@
   information for an unseen domain's items (they score the prior);
 * ``knn_like_rate``: the pooled like rate of the candidate's nearest pretraining items in embedding
   space — a zero-shot content baseline for unseen domains;
+* ``content_like_rate``: a ridge regression, fitted on the pretraining items, of an item's like-rate
+  logit on its embedding, read at the candidate's embedding — the content baseline a practitioner with
+  embeddings and like counts would fit; zero-shot for unseen domains;
 * ``like_share``: the user's share of liked items in the evaluated history, one constant per history
   (only where histories hold non-liked items): it ranks users, not items, so its GAUC is 0.5;
 * ``like_rate_share``: the two together, the sum of the candidate's like-rate logit and the user's
@@ -26,11 +29,14 @@ from recbase.eval.scoring import UserGroup
 # like-rate smoothing: an item's (liked + m p0) / (interactions + m), p0 the overall like rate
 LIKE_RATE_PRIOR = 10.0
 KNN_NEIGHBOURS = 20
+# content_like_rate: the ridge penalty, and each pretraining item's weight in the fit is sqrt(interactions)
+# (chosen on validation domains: alpha 10 -> 0.651 GAUC, alpha 1 -> 0.641; docs/experiments.md, session 15)
+CONTENT_RIDGE_ALPHA = 10.0
 # the baselines scored here, without a model, and what each needs besides the pairs
-NO_MODEL = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "like_share", "like_rate_share",
-            "text_similarity")
-NEEDS_STATS = frozenset({"popularity_pretrain", "like_rate", "knn_like_rate", "like_rate_share"})
-NEEDS_EMBEDDINGS = frozenset({"text_similarity", "knn_like_rate"})
+NO_MODEL = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "content_like_rate", "like_share",
+            "like_rate_share", "text_similarity")
+NEEDS_STATS = frozenset({"popularity_pretrain", "like_rate", "knn_like_rate", "content_like_rate", "like_rate_share"})
+NEEDS_EMBEDDINGS = frozenset({"text_similarity", "knn_like_rate", "content_like_rate"})
 
 
 def _key(domains, item_ids) -> list[str]:
@@ -195,6 +201,31 @@ def knn_like_rate(groups: list[UserGroup], n_pairs: int, table: EmbeddingTable, 
     return scores, errors
 
 
+def content_like_rate(groups: list[UserGroup], n_pairs: int, table: EmbeddingTable, stats: ItemStats,
+                      alpha: float = CONTENT_RIDGE_ALPHA, prior: float = LIKE_RATE_PRIOR) -> tuple[np.ndarray, dict]:
+    """The predicted like-rate logit of each candidate: scikit-learn's ridge regression of the pretraining
+    items' smoothed like-rate logits on their (unit) embeddings, weighted by sqrt(interactions)."""
+    from sklearn.linear_model import Ridge
+
+    keys = np.asarray(stats.index, dtype=object)
+    pool = table.index.get_indexer(keys)  # stats row -> embedding row
+    have = np.flatnonzero(pool >= 0)
+    scores = np.full(n_pairs, np.nan)
+    errors = {"unknown_candidates": 0}
+    if len(have) < 2:
+        return scores, errors
+    rate = stats.rate(have, prior)  # [M]
+    fit = Ridge(alpha=alpha).fit(table.vectors[pool[have]], np.log(rate / (1.0 - rate)),
+                                 sample_weight=np.sqrt(stats.interactions[have]))
+    for g in groups:
+        c = table.rows(g.domains, g.item_ids)
+        errors["unknown_candidates"] += int((c < 0).sum())
+        ok = c >= 0
+        if ok.any():
+            scores[g.rows[ok]] = fit.predict(table.vectors[c[ok]])  # [C]
+    return scores, errors
+
+
 def score(wanted, groups: list[UserGroup], n_pairs: int, stats: ItemStats | None = None,
           table: EmbeddingTable | None = None, knn_k: int = KNN_NEIGHBOURS,
           like_prior: float = LIKE_RATE_PRIOR) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
@@ -222,4 +253,7 @@ def score(wanted, groups: list[UserGroup], n_pairs: int, stats: ItemStats | None
         scores["text_similarity"], errors["text_similarity"] = text_similarity(groups, n_pairs, table)
     if "knn_like_rate" in wanted:
         scores["knn_like_rate"], errors["knn_like_rate"] = knn_like_rate(groups, n_pairs, table, stats, knn_k)
+    if "content_like_rate" in wanted:
+        scores["content_like_rate"], errors["content_like_rate"] = content_like_rate(groups, n_pairs, table, stats,
+                                                                                     prior=like_prior)
     return scores, errors

@@ -9,6 +9,7 @@ METHOD_NAMES = {"recbase": "RecBase (zero-shot)", "recbase_finetuned": "RecBase 
                 "recbase_model_only": "RecBase, model score alone (diagnostic)",
                 "popularity": "Popularity (evaluation histories)", "popularity_pretrain": "Popularity (pretraining users)",
                 "like_rate": "Like rate (pretraining users)", "knn_like_rate": "Like rate of nearest items (content)",
+                "content_like_rate": "Like rate regressed on content (ridge)",
                 "like_share": "User's like share (per history)",
                 "like_rate_share": "Like rate + user's like share (logits)", "text_similarity": "Text similarity",
                 "llm": "LLM (prompted)"}

@@ -25,6 +25,7 @@ from recbase.launch import session
 from recbase.launch.embed import IO_CPUS
 from recbase.model import decoder
 from recbase.model.vocab import ItemIndex, Vocab, model_vocab, tokenizer_manifest
+from recbase.tokenizer.tokenizer import codebooks_for
 from recbase.train import loop, report
 
 BLOCK_ROWS = 64  # history rows per block-building batch
@@ -130,7 +131,8 @@ class RayContext:
 def _worker(config: dict) -> None:
     session.quiet_ray_train_worker()
     cfg: PretrainConfig = config["cfg"]
-    loop.train(cfg, config["vocab"], RayContext(cfg), export_to=config["output"], log=_say, init_from=config["init_from"])
+    loop.train(cfg, config["vocab"], RayContext(cfg), export_to=config["output"], log=_say, init_from=config["init_from"],
+               codebooks=config["codebooks"])
 
 
 def _say(line: str) -> None:
@@ -151,6 +153,8 @@ def run(p: PretrainConfig, inputs: Inputs, corpus: Corpus, log: Callable[[str], 
     tok_manifest = tokenizer_manifest(inputs.concept_dir)
     vocab = model_vocab(Vocab.from_manifest(tok_manifest), p.objective)
     decoder.shaped(p.model, p.width, p.depth)  # a width that does not fit the preset's heads fails here, not in a worker
+    # the code vectors a fresh model's embedding starts from (pretrain.code_content); fine-tuning has its own
+    codebooks = None if inputs.init_from else codebooks_for(p.code_content, inputs.concept_dir)
     t0 = time.perf_counter()
     session.init()
     run_dir = storage.join(p.run_storage, p.name)
@@ -177,7 +181,8 @@ def run(p: PretrainConfig, inputs: Inputs, corpus: Corpus, log: Callable[[str], 
         _worker,
         # workers run in their own directories: local paths are made absolute (one node, or shared storage)
         train_loop_config={"cfg": p, "vocab": vocab, "output": storage.absolute(out),
-                           "init_from": storage.absolute(inputs.init_from) if inputs.init_from else ""},
+                           "init_from": storage.absolute(inputs.init_from) if inputs.init_from else "",
+                           "codebooks": codebooks},
         scaling_config=ScalingConfig(num_workers=w.concurrency, use_gpu=gpus > 0,
                                      resources_per_worker={"CPU": w.num_cpus, **({"GPU": gpus} if gpus > 0 else {})}),
         # Ray Train's own INFO records (worker group starts, every reported result and checkpoint) go to its

@@ -23,6 +23,7 @@ from recbase.eval import metrics
 from recbase.eval.scoring import group_pairs, history_ids
 from recbase.model.vocab import ItemIndex
 from recbase.sweep import trial
+from recbase.tokenizer.tokenizer import codebooks_for
 
 VALIDATION = ("validation_domains", "validation_users")
 
@@ -68,7 +69,8 @@ def run(config_path: str, variants: dict[str, list[str]], seeds: list[int], step
                 continue
             t0 = time.perf_counter()
             c = config_mod.load(config_path, [*overrides, f"pretrain.seed={seed}"])
-            out = trial.downstream(c, index, steps, 0, datasets=datasets, prior_only=True, history_caps=history_caps)
+            out = trial.downstream(c, index, steps, 0, datasets=datasets, prior_only=True, history_caps=history_caps,
+                                   codebooks=codebooks_for(c.pretrain.code_content, c.tokenizer.output))
             row = {"variant": name, "seed": seed, "steps": steps, "overrides": overrides, **out,
                    "seconds": round(time.perf_counter() - t0, 1)}
             rows.append(row)

@@ -29,13 +29,14 @@ from recbase.eval.scoring import ConceptScorer, default_rule, group_pairs, histo
 from recbase.model.vocab import ItemIndex, Vocab, model_vocab
 from recbase.tokenizer import metrics
 from recbase.tokenizer.assign import dedup
-from recbase.tokenizer.tokenizer import Tokenizer
+from recbase.tokenizer.tokenizer import Tokenizer, codebooks_for
 from recbase.train import local, loop
 
 def tokenizer_metrics(cfg: Config, domains, item_ids, x: np.ndarray,
-                      report: Callable[[dict], None] | None = None) -> tuple[dict, ItemIndex]:
+                      report: Callable[[dict], None] | None = None) -> tuple[dict, ItemIndex, Tokenizer]:
     """Train ``cfg.tokenizer`` on ``x`` [N, E] (on its ``train_items`` sample, as the stage does; ``report``
-    sees every epoch's loss) and measure its codes on every item."""
+    sees every epoch's loss) and measure its codes on every item; returns the figures, the concept-ID map
+    and the tokenizer."""
     t = cfg.tokenizer
     rows = stable_sample(domains, item_ids, t.train_items)
     t0 = time.perf_counter()
@@ -58,7 +59,7 @@ def tokenizer_metrics(cfg: Config, domains, item_ids, x: np.ndarray,
         "train_items": int(len(rows)),
     }
     index = ItemIndex(Vocab(t.levels, t.codebook_size, out["dedup_size"]), domains, item_ids, codes, d)
-    return out, index
+    return out, index, tok
 
 
 def pretrain_blocks(cfg: Config, index: ItemIndex, vocab: Vocab) -> tuple[dict, dict]:
@@ -99,18 +100,19 @@ def zero_shot(scorer: ConceptScorer, sets: dict, prefix: str = "", like_share_we
 
 
 def downstream(cfg: Config, index: ItemIndex, steps: int, max_users: int, datasets=("unseen_domains", "unseen_users"),
-               prior_only: bool = False, history_caps: tuple[int, ...] = ()) -> dict:
+               prior_only: bool = False, history_caps: tuple[int, ...] = (), codebooks=None) -> dict:
     """A short pretraining of ``cfg.pretrain.model`` (the main job's loop in this process, ``steps``
     optimizer steps, ``pretrain.objective``) on the corpus's histories in these concept IDs, then zero-shot
     AUC/GAUC on the corpus's held-out pairs (first ``max_users`` users; 0 = all) by the objective's scoring
     rule, and with ``prior_only`` the same model reading no history, and with ``history_caps`` the same
-    model reading only each history's latest N items (keys ``hist<N>_<dataset>_auc``)."""
+    model reading only each history's latest N items (keys ``hist<N>_<dataset>_auc``). ``codebooks``: the
+    tokenizer's code vectors, for ``pretrain.code_content``."""
     # the learning-rate schedule fits the short run: warmup at most a tenth of it, cosine to its last step
     p = replace(cfg.pretrain, max_steps=steps, warmup_steps=min(cfg.pretrain.warmup_steps, max(1, steps // 10)))
     vocab = model_vocab(index.vocab, p.objective)
     blocks, _ = pretrain_blocks(cfg, index, vocab)
     t0 = time.perf_counter()
-    model, history = local.train(p, vocab, blocks, steps, seed=p.seed)
+    model, history = local.train(p, vocab, blocks, steps, seed=p.seed, codebooks=codebooks)
     out: dict = {"pretrain_steps": steps, "pretrain_loss": float(np.mean([h["loss"] for h in history[-10:]])),
                  "pretrain_seconds": round(time.perf_counter() - t0, 1)}
     rule = default_rule(vocab)
@@ -171,7 +173,8 @@ def pretraining(cfg: Config, datasets: tuple[str, ...], eval_users: int, report:
 
     ctx = TrialContext(train, val, p.micro_batch_size, p.seed, report, restore)
     local.world_of_one()
-    _, last, _ = loop.fit(p, vocab, ctx, log=log, validate=validate)
+    _, last, _ = loop.fit(p, vocab, ctx, log=log, validate=validate,
+                          codebooks=codebooks_for(p.code_content, cfg.tokenizer.output))
     return last
 
 
@@ -189,7 +192,8 @@ def eval_pairs(cfg: Config, name: str, max_users: int = 0):
 
 def run(cfg: Config, domains, item_ids, x: np.ndarray, report: Callable[[dict], None] | None = None,
         downstream_steps: int = 0, downstream_users: int = 300) -> dict:
-    out, index = tokenizer_metrics(cfg, domains, item_ids, x, report)
+    out, index, tok = tokenizer_metrics(cfg, domains, item_ids, x, report)
     if downstream_steps:
-        out.update(downstream(cfg, index, downstream_steps, downstream_users))
+        out.update(downstream(cfg, index, downstream_steps, downstream_users,
+                              codebooks=None if cfg.pretrain.code_content == "off" else tok.codebooks()))
     return out

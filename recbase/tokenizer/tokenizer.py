@@ -46,6 +46,13 @@ class Tokenizer:
         with torch.no_grad():
             return self.model.codes(torch.tensor(x)).numpy().astype(np.int32)
 
+    def codebooks(self) -> np.ndarray:
+        """Each level's code vectors [L, K, D]: where the codes live (CL-VAE: its latent space, D =
+        latent_dim; RQ-KMeans: the embedding space); an item's latent is the sum of its codes' vectors."""
+        if isinstance(self.model, RQKMeans):
+            return np.asarray(self.model.codebooks, dtype=np.float32)
+        return self.model.rq.codebooks.detach().cpu().numpy()
+
     def reconstruct(self, codes: np.ndarray) -> np.ndarray:
         """What the IDs decode to, in embedding space [N, E]."""
         if isinstance(self.model, RQKMeans):
@@ -74,3 +81,9 @@ class Tokenizer:
             model.load_state_dict(state)
             model.eval()
         return cls(cfg, meta["input_dim"], model)
+
+
+def codebooks_for(code_content: str, directory: str) -> np.ndarray | None:
+    """The code vectors of the tokenizer saved in ``directory`` where ``pretrain.code_content`` puts them in a
+    fresh model's embedding; None where it is off."""
+    return None if code_content == "off" else Tokenizer.load(directory).codebooks()

@@ -21,7 +21,7 @@ from recbase import storage
 from recbase.artifacts import Pretraining
 from recbase.config import PretrainConfig
 from recbase.data.sequences import IGNORE
-from recbase.model import decoder
+from recbase.model import code_content, decoder
 from recbase.model.vocab import PAD, Vocab
 from recbase.progress import EVERY_S as PRINT_EVERY_S
 
@@ -168,25 +168,26 @@ def skip(it: Iterable, n: int) -> Iterator:
 
 
 def train(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, export_to: str | None = None,
-          log: Callable[[str], None] = print, init_from: str = "") -> dict:
+          log: Callable[[str], None] = print, init_from: str = "", codebooks=None) -> dict:
     """Train until ``cfg.max_steps`` optimizer steps (resuming from the context's latest checkpoint;
     starting from the exported model ``init_from`` if given), then, if ``export_to`` is given, write the
     Hugging Face model and the metric history there. Returns the last reported row."""
-    engine, last, history = fit(cfg, vocab, ctx, log, init_from)
+    engine, last, history = fit(cfg, vocab, ctx, log, init_from, codebooks=codebooks)
     if export_to is not None:
         export(engine, export_to, history, ctx.world_rank == 0)
     return last
 
 
 def fit(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, log: Callable[[str], None] = print,
-        init_from: str = "", validate: Callable[[torch.nn.Module], dict] | None = None) -> tuple:
+        init_from: str = "", validate: Callable[[torch.nn.Module], dict] | None = None, codebooks=None) -> tuple:
     """The DeepSpeed engine trained to ``cfg.max_steps``, the last reported row and every row so far
     (those before a resumed checkpoint included). ``validate`` (the model in eval mode -> metrics) adds its
-    metrics to every evaluation's row, beside the validation loss (a search's zero-shot AUC)."""
+    metrics to every evaluation's row, beside the validation loss (a search's zero-shot AUC). ``codebooks``
+    [L, K, D]: the tokenizer's code vectors, which ``cfg.code_content`` puts in a fresh model's embedding."""
     torch.manual_seed(cfg.seed)
     if cfg.workers.threads > 0:
         torch.set_num_threads(cfg.workers.threads)
-    model = initial_model(cfg, vocab, init_from)
+    model = initial_model(cfg, vocab, init_from, codebooks)
     engine = deepspeed_engine(cfg, model, ctx)
     state = resume(engine, ctx, log)
     last = run_steps(cfg, vocab, engine, ctx, state, decoder.train_flops_per_token(model.config, cfg.block_len), log,
@@ -197,10 +198,18 @@ def fit(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, log: Callable[[str
     return engine, last, state["history"]
 
 
-def initial_model(cfg: PretrainConfig, vocab: Vocab, init_from: str = "") -> torch.nn.Module:
-    """A fresh decoder of ``cfg.model``, or the exported weights ``init_from`` (fine-tuning; same vocabulary)."""
+def initial_model(cfg: PretrainConfig, vocab: Vocab, init_from: str = "", codebooks=None) -> torch.nn.Module:
+    """A fresh decoder of ``cfg.model`` (its code rows holding ``codebooks`` as ``cfg.code_content`` says),
+    or the exported weights ``init_from`` (fine-tuning; same vocabulary; every weight trains)."""
     if not init_from:
-        return decoder.build(cfg.model, vocab.size, width=cfg.width, depth=cfg.depth)
+        model = decoder.build(cfg.model, vocab.size, width=cfg.width, depth=cfg.depth)
+        if cfg.code_content != "off":
+            if codebooks is None:
+                raise ValueError(f"pretrain.code_content={cfg.code_content} needs the tokenizer's codebooks")
+            rows = code_content.rows_for(cfg.code_content, codebooks, vocab, model.config.hidden_size,
+                                         cfg.code_content_scale)
+            code_content.apply(model, rows, frozen=cfg.code_content != "init")
+        return model
     from transformers import AutoModelForCausalLM
 
     with storage.local_dir(init_from) as d:
