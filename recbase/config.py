@@ -429,8 +429,9 @@ class EvalConfig:
     like_share_weight: float = 0.0
     # what a user would compare with (recbase/eval/baselines.py): popularity in the evaluation histories,
     # popularity / like rate among the pretraining users, the like rate of an item's nearest pretraining
-    # items (content), a ridge regression of like rates on embeddings (content), the user's like share in the history (where histories hold non-liked items), the
-    # like rate and the like share together (the sum of their logits), text similarity, the prompted LLM;
+    # items (content), a ridge regression of like rates on embeddings (content), the user's like share in
+    # the history (where histories hold non-liked items), the like rate and the like share together (the
+    # sum of their logits), text similarity, the prompted LLM;
     # prior_only is RecBase reading no history (what the history adds)
     baselines: tuple[BASELINE, ...] = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate",
                                        "content_like_rate", "like_share", "like_rate_share", "text_similarity", "llm",
