@@ -285,6 +285,10 @@ class TokenizerConfig:
 # pretraining stage
 
 
+# pretrain.code_content's modes (recbase/model/code_content.py)
+CodeContent = Literal["off", "init", "frozen", "only"]
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """Concept-ID sequences -> a Qwen2 decoder, trained with Ray Train + DeepSpeed."""
@@ -320,7 +324,7 @@ class PretrainConfig:
     # (recbase/model/code_content.py; beyond the paper): off (learned from scratch), init (start there),
     # frozen (those coordinates fixed, the rest learned), only (the whole row fixed: content and a level
     # signature), so an unseen combination of codes reads as the content it stands for
-    code_content: Literal["off", "init", "frozen", "only"] = "off"
+    code_content: CodeContent = "off"
     # the root mean square of those coordinates over every code row
     code_content_scale: float = 0.2
     # tokens per training block: <bos> + one user's consecutive items (recbase/data/sequences.py)

@@ -25,12 +25,15 @@ The model stays a plain ``Qwen2ForCausalLM``: the content is in its weights, not
 """
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import torch
 
+from recbase.config import CodeContent
 from recbase.model.vocab import Vocab
 
-MODES = ("off", "init", "frozen", "only")
+MODES = get_args(CodeContent)  # ("off", "init", "frozen", "only"): the config's, one home
 
 
 def content_dims(codebook_dim: int, hidden_size: int) -> int:

@@ -58,6 +58,7 @@ def run(config_path: str, variants: dict[str, list[str]], seeds: list[int], step
         cfg = config_mod.load(config_path, overrides)
         prepare_corpus(cfg.data, log=lambda s: None)  # a variant's corpus (e.g. history_feedback=all), once
         index = ItemIndex.load(cfg.tokenizer.output)
+        codebooks = codebooks_for(cfg.pretrain.code_content, cfg.tokenizer.output)  # a variant's, read once
         if (name, "baselines", 0) not in have:
             row = {"variant": name, "seed": "baselines", "steps": 0, "overrides": overrides,
                    **{f"{d}/{m}/{k}": v for d in datasets for m, r in baseline_metrics(cfg, d, table).items()
@@ -70,7 +71,7 @@ def run(config_path: str, variants: dict[str, list[str]], seeds: list[int], step
             t0 = time.perf_counter()
             c = config_mod.load(config_path, [*overrides, f"pretrain.seed={seed}"])
             out = trial.downstream(c, index, steps, 0, datasets=datasets, prior_only=True, history_caps=history_caps,
-                                   codebooks=codebooks_for(c.pretrain.code_content, c.tokenizer.output))
+                                   codebooks=codebooks)
             row = {"variant": name, "seed": seed, "steps": steps, "overrides": overrides, **out,
                    "seconds": round(time.perf_counter() - t0, 1)}
             rows.append(row)

@@ -106,7 +106,7 @@ def downstream(cfg: Config, index: ItemIndex, steps: int, max_users: int, datase
     AUC/GAUC on the corpus's held-out pairs (first ``max_users`` users; 0 = all) by the objective's scoring
     rule, and with ``prior_only`` the same model reading no history, and with ``history_caps`` the same
     model reading only each history's latest N items (keys ``hist<N>_<dataset>_auc``). ``codebooks``: the
-    tokenizer's code vectors, for ``pretrain.code_content``."""
+    tokenizer's code vectors, read only where ``pretrain.code_content`` is on."""
     # the learning-rate schedule fits the short run: warmup at most a tenth of it, cosine to its last step
     p = replace(cfg.pretrain, max_steps=steps, warmup_steps=min(cfg.pretrain.warmup_steps, max(1, steps // 10)))
     vocab = model_vocab(index.vocab, p.objective)
@@ -194,6 +194,5 @@ def run(cfg: Config, domains, item_ids, x: np.ndarray, report: Callable[[dict], 
         downstream_steps: int = 0, downstream_users: int = 300) -> dict:
     out, index, tok = tokenizer_metrics(cfg, domains, item_ids, x, report)
     if downstream_steps:
-        out.update(downstream(cfg, index, downstream_steps, downstream_users,
-                              codebooks=None if cfg.pretrain.code_content == "off" else tok.codebooks()))
+        out.update(downstream(cfg, index, downstream_steps, downstream_users, codebooks=tok.codebooks()))
     return out

@@ -91,8 +91,9 @@ def train(p: PretrainConfig, vocab: Vocab, blocks: dict, steps: int, seed: int =
     """``steps`` optimizer steps of the DeepSpeed loop (``loop.fit``: the main job's optimizer, schedule and
     loss) over ``blocks`` (input_ids/labels [N, T]) in this process, without checkpoints; returns the model
     in eval mode and one row per step. ``val`` (default: the first micro-batch of ``blocks``) is scored
-    once, at the end; ``codebooks``: the tokenizer's, for ``p.code_content``. Used where a short pretraining runs inside a process that already holds its
-    resources: a Ray Tune trial of the ablation sweep, the validation levers."""
+    once, at the end; ``codebooks``: the tokenizer's, for ``p.code_content``. Used where a short pretraining
+    runs inside a process that already holds its resources: a Ray Tune trial of the ablation sweep, the
+    validation levers."""
     cfg = replace(p, max_steps=steps, seed=seed, log_every=1, eval_every=steps, checkpoint_every=steps)
     if val is None:
         val = {k: v[:p.micro_batch_size] for k, v in blocks.items()}
