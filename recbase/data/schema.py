@@ -5,8 +5,24 @@ An item is identified by ``(domain, item_id)``; ``item_id`` is unique within its
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SCHEMA_VERSION = 2  # 2: histories and evaluation histories carry each item's feedback (liked or not)
+
+# an item's key in one string, "<domain>\x1f<item_id>" (unit separator): lookups by (domain, item_id)
+ITEM_KEY_SEP = "\x1f"
+
+
+def item_keys(domains, item_ids) -> list[str]:
+    """Each (domain, item_id) as its one-string key."""
+    return [f"{d}{ITEM_KEY_SEP}{i}" for d, i in zip(domains, item_ids)]
+
+
+def arrow_item_keys(table: pa.Table) -> pa.Array:
+    """``item_keys`` of a table's domain and item_id columns, computed by Arrow."""
+    return pc.binary_join_element_wise(pc.cast(table.column("domain"), pa.string()),
+                                       pc.cast(table.column("item_id"), pa.string()), ITEM_KEY_SEP)
+
 
 # the named text attributes an item may carry, in the order the formatted text lists them
 TEXT_FIELDS: tuple[str, ...] = ("title", "year", "category", "brand", "description", "details")

@@ -23,7 +23,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from recbase.data.schema import LIKED
+from recbase.data.schema import ITEM_KEY_SEP, LIKED, item_keys
 from recbase.eval.scoring import UserGroup
 
 # like-rate smoothing: an item's (liked + m p0) / (interactions + m), p0 the overall like rate
@@ -39,26 +39,29 @@ NEEDS_STATS = frozenset({"popularity_pretrain", "like_rate", "knn_like_rate", "c
 NEEDS_EMBEDDINGS = frozenset({"text_similarity", "knn_like_rate", "content_like_rate"})
 
 
-def _key(domains, item_ids) -> list[str]:
-    return [f"{d}\x1f{i}" for d, i in zip(domains, item_ids)]
-
-
 class ItemStats:
     """The pretraining users' interactions and likes per item (``ITEM_STATS`` rows)."""
 
     def __init__(self, table) -> None:
         df = table.to_pandas() if hasattr(table, "to_pandas") else table
-        self.index = pd.Index(_key(df["domain"], df["item_id"]))
+        self.index = pd.Index(item_keys(df["domain"], df["item_id"]))
         self.interactions = df["interactions"].to_numpy(np.float64)  # [M]
         self.liked = df["liked"].to_numpy(np.float64)  # [M]
         self.p0 = float(self.liked.sum() / max(1.0, self.interactions.sum()))
 
     def rows(self, domains, item_ids) -> np.ndarray:
-        return self.index.get_indexer(_key(domains, item_ids))
+        return self.index.get_indexer(item_keys(domains, item_ids))
 
     def liked_by_item(self) -> dict[tuple[str, str], float]:
         """(domain, item_id) -> likes among the pretraining users (popularity_pretrain's count)."""
-        return {tuple(k.split("\x1f", 1)): v for k, v in zip(self.index, self.liked)}
+        return {tuple(k.split(ITEM_KEY_SEP, 1)): v for k, v in zip(self.index, self.liked)}
+
+    def pool(self, limit: int = 0) -> np.ndarray:
+        """The rows the content baselines draw on: the ``limit`` items with the most interactions (ties in row
+        order), every row when ``limit`` is 0 or covers them — sorted."""
+        if not limit or limit >= len(self.interactions):
+            return np.arange(len(self.interactions))
+        return np.sort(np.argsort(-self.interactions, kind="stable")[:limit])
 
     def rate(self, rows: np.ndarray, prior: float = LIKE_RATE_PRIOR) -> np.ndarray:
         """Smoothed like rate of ``rows`` (-1: an item nobody in pretraining touched -> p0)."""
@@ -145,12 +148,12 @@ class EmbeddingTable:
     """(domain, item_id) -> the run's item embedding (the same frozen encoder for every item)."""
 
     def __init__(self, domains, item_ids, vectors: np.ndarray) -> None:
-        self.index = pd.Index([f"{d}\x1f{i}" for d, i in zip(domains, item_ids)])
+        self.index = pd.Index(item_keys(domains, item_ids))
         v = np.asarray(vectors, dtype=np.float32)  # [N, E]
         self.vectors = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # [N, E]
 
     def rows(self, domains, item_ids) -> np.ndarray:
-        return self.index.get_indexer([f"{d}\x1f{i}" for d, i in zip(domains, item_ids)])
+        return self.index.get_indexer(item_keys(domains, item_ids))
 
 
 def text_similarity(groups: list[UserGroup], n_pairs: int, table: EmbeddingTable) -> tuple[np.ndarray, dict]:
@@ -172,17 +175,23 @@ def text_similarity(groups: list[UserGroup], n_pairs: int, table: EmbeddingTable
     return scores, errors
 
 
+def _pool_rows(stats: ItemStats, table: EmbeddingTable, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The content baselines' pool: (stats rows, their embedding rows) of ``stats.pool(limit)``'s items that
+    have an embedding."""
+    rows = stats.pool(limit)
+    emb = table.index.get_indexer(np.asarray(stats.index[rows], dtype=object))  # stats row -> embedding row
+    return rows[emb >= 0], emb[emb >= 0]
+
+
 def knn_like_rate(groups: list[UserGroup], n_pairs: int, table: EmbeddingTable, stats: ItemStats,
-                  k: int = KNN_NEIGHBOURS) -> tuple[np.ndarray, dict]:
+                  k: int = KNN_NEIGHBOURS, pool: int = 0) -> tuple[np.ndarray, dict]:
     """The pooled like rate (likes / interactions) of each candidate's ``k`` nearest pretraining items by
-    embedding cosine, the candidate itself left out."""
-    keys = np.asarray(stats.index, dtype=object)
-    pool = table.index.get_indexer(keys)  # stats row -> embedding row
-    have = pool >= 0
-    vectors = table.vectors[pool[have]]  # [M, E]
-    n, liked = stats.interactions[have], stats.liked[have]  # [M]
-    position = np.full(len(keys), -1)
-    position[have] = np.arange(int(have.sum()))  # stats row -> row of vectors
+    embedding cosine, the candidate itself left out; among ``stats.pool(pool)``'s items."""
+    rows, emb = _pool_rows(stats, table, pool)
+    vectors = table.vectors[emb]  # [M, E]
+    n, liked = stats.interactions[rows], stats.liked[rows]  # [M]
+    position = np.full(len(stats.interactions), -1)
+    position[rows] = np.arange(len(rows))  # stats row -> row of vectors
     scores = np.full(n_pairs, np.nan)
     errors = {"unknown_candidates": 0}
     k = min(k, len(vectors) - 1)
@@ -202,21 +211,21 @@ def knn_like_rate(groups: list[UserGroup], n_pairs: int, table: EmbeddingTable, 
 
 
 def content_like_rate(groups: list[UserGroup], n_pairs: int, table: EmbeddingTable, stats: ItemStats,
-                      alpha: float = CONTENT_RIDGE_ALPHA, prior: float = LIKE_RATE_PRIOR) -> tuple[np.ndarray, dict]:
+                      alpha: float = CONTENT_RIDGE_ALPHA, prior: float = LIKE_RATE_PRIOR,
+                      pool: int = 0) -> tuple[np.ndarray, dict]:
     """The predicted like-rate logit of each candidate: scikit-learn's ridge regression of the pretraining
-    items' smoothed like-rate logits on their (unit) embeddings, weighted by sqrt(interactions)."""
+    items' smoothed like-rate logits on their (unit) embeddings, weighted by sqrt(interactions); fitted on
+    ``stats.pool(pool)``'s items."""
     from sklearn.linear_model import Ridge
 
-    keys = np.asarray(stats.index, dtype=object)
-    pool = table.index.get_indexer(keys)  # stats row -> embedding row
-    have = np.flatnonzero(pool >= 0)
+    rows, emb = _pool_rows(stats, table, pool)
     scores = np.full(n_pairs, np.nan)
     errors = {"unknown_candidates": 0}
-    if len(have) < 2:
+    if len(rows) < 2:
         return scores, errors
-    rate = stats.rate(have, prior)  # [M]
-    fit = Ridge(alpha=alpha).fit(table.vectors[pool[have]], np.log(rate / (1.0 - rate)),
-                                 sample_weight=np.sqrt(stats.interactions[have]))
+    rate = stats.rate(rows, prior)  # [M]
+    fit = Ridge(alpha=alpha).fit(table.vectors[emb], np.log(rate / (1.0 - rate)),
+                                 sample_weight=np.sqrt(stats.interactions[rows]))
     for g in groups:
         c = table.rows(g.domains, g.item_ids)
         errors["unknown_candidates"] += int((c < 0).sum())
@@ -228,10 +237,11 @@ def content_like_rate(groups: list[UserGroup], n_pairs: int, table: EmbeddingTab
 
 def score(wanted, groups: list[UserGroup], n_pairs: int, stats: ItemStats | None = None,
           table: EmbeddingTable | None = None, knn_k: int = KNN_NEIGHBOURS,
-          like_prior: float = LIKE_RATE_PRIOR) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+          like_prior: float = LIKE_RATE_PRIOR, pool: int = 0) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """The baselines of ``wanted`` that need no model (``NO_MODEL``; others are ignored), each [n_pairs]
     (NaN: unscored), and their counted errors. ``stats`` is required by ``NEEDS_STATS``, ``table`` by
-    ``NEEDS_EMBEDDINGS``; like_share is scored only where histories hold non-liked items."""
+    ``NEEDS_EMBEDDINGS``; like_share is scored only where histories hold non-liked items; the content
+    baselines draw on ``stats.pool(pool)``'s items."""
     wanted = set(wanted)
     if wanted & NEEDS_STATS and stats is None:
         raise ValueError(f"{sorted(wanted & NEEDS_STATS)} need the pretraining users' item stats")
@@ -252,8 +262,8 @@ def score(wanted, groups: list[UserGroup], n_pairs: int, stats: ItemStats | None
     if "text_similarity" in wanted:
         scores["text_similarity"], errors["text_similarity"] = text_similarity(groups, n_pairs, table)
     if "knn_like_rate" in wanted:
-        scores["knn_like_rate"], errors["knn_like_rate"] = knn_like_rate(groups, n_pairs, table, stats, knn_k)
+        scores["knn_like_rate"], errors["knn_like_rate"] = knn_like_rate(groups, n_pairs, table, stats, knn_k, pool)
     if "content_like_rate" in wanted:
         scores["content_like_rate"], errors["content_like_rate"] = content_like_rate(groups, n_pairs, table, stats,
-                                                                                     prior=like_prior)
+                                                                                     prior=like_prior, pool=pool)
     return scores, errors

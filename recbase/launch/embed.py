@@ -16,6 +16,7 @@ import ray
 from recbase import storage
 from recbase.config import EmbedConfig, to_dict
 from recbase.artifacts import Corpus, Embeddings
+from recbase.data.schema import arrow_item_keys
 from recbase.embed.encoder import Encoder
 from recbase.launch import session
 
@@ -87,7 +88,7 @@ def run(e: EmbedConfig, corpus: Corpus, log: Callable[[str], None] = print) -> E
 
     # check by keys only: the embeddings themselves never need to fit in the driver
     table = emb.read(["domain", "item_id"])
-    keys = pc.binary_join_element_wise(table.column("domain"), table.column("item_id"), "\x1f")
+    keys = arrow_item_keys(table)
     if table.num_rows != n_items or pc.count_distinct(keys).as_py() != n_items:
         raise RuntimeError(f"[embed] {out}: {table.num_rows} embeddings for {n_items} items; rerun to complete")
     fs, p = storage.filesystem(emb.shard_files()[0])

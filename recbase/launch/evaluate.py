@@ -12,6 +12,7 @@ import ray
 
 from recbase import storage
 from recbase.artifacts import Corpus, Embeddings, Evaluation, ExportedModel
+from recbase.data.schema import ITEM_KEY_SEP, item_keys
 from recbase.data.sources import recbench as recbench_source
 from recbase.config import ActorsConfig, EmbedConfig, EvalConfig, TokenizerConfig, to_dict
 from recbase.eval import baselines, llm, metrics, report
@@ -67,7 +68,7 @@ class RecommendActor(ScoreActor):
             g = UserGroup("", list(hd), list(hi), list(hf), list(d), list(i), np.zeros(0))
             top = recommend(s.model, s.index, s.history(g), k=self.k, beams=self.beams,
                             restrict=allowed_rows(s.index, g), max_history_items=s.max_history_items)
-            out.append("\x1e".join("\x1f".join(item) for item in top))  # one string: Arrow keeps it a column
+            out.append("\x1e".join(ITEM_KEY_SEP.join(item) for item in top))  # one string: Arrow keeps it a column
         return {"group": np.asarray(batch["group"]), "top": np.asarray(out)}
 
 
@@ -133,7 +134,7 @@ def next_item_metrics(e: EvalConfig, groups: list[UserGroup], clicks, model_path
     with Progress(f"[eval] {ds.label} next-item beam search", total=len(records), unit="histories", log=log) as bar:
         for batch in ds_ray.iter_batches(batch_format="numpy", batch_size=None):
             for k, top in zip(batch["group"], batch["top"]):
-                ranked[int(k)] = [tuple(x.split("\x1f", 1)) for x in str(top).split("\x1e") if x]
+                ranked[int(k)] = [tuple(x.split(ITEM_KEY_SEP, 1)) for x in str(top).split("\x1e") if x]
             bar.update(len(batch["group"]))
     keys = sorted(ranked)
     truth = [targets[k] for k in keys]
@@ -251,9 +252,16 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
             for m in ("recbase", "recbase_finetuned"):
                 if m in scores:
                     scores[m] = scores[m] + offset
-        table = (baselines.EmbeddingTable(*Embeddings(ds.embeddings).load())
-                 if set(e.baselines) & baselines.NEEDS_EMBEDDINGS else None)
-        counted, errors = baselines.score(e.baselines, groups, len(pairs), stats, table)
+        table = None
+        if set(e.baselines) & baselines.NEEDS_EMBEDDINGS:
+            # only the embeddings scored here: the candidates, the histories and the content baselines' pool
+            needed = set(item_keys(pairs["domain"], pairs["item_id"]))
+            for g in groups:
+                needed.update(item_keys(g.history_domains, g.history_item_ids))
+            if stats is not None:
+                needed.update(stats.index[stats.pool(e.content_pool_items)])
+            table = baselines.EmbeddingTable(*Embeddings(ds.embeddings).load(only=needed))
+        counted, errors = baselines.score(e.baselines, groups, len(pairs), stats, table, pool=e.content_pool_items)
         scores.update(counted)
         entry["errors"].update(errors)
         subset = None

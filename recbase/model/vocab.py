@@ -21,7 +21,7 @@ import numpy as np
 
 from recbase import storage
 from recbase.artifacts import MANIFEST, ExportedModel, TokenizerOutput
-from recbase.data.schema import LIKED, NOT_LIKED
+from recbase.data.schema import LIKED, NOT_LIKED, item_keys
 
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = ("<pad>", "<bos>", "<eos>")
@@ -184,7 +184,7 @@ class ItemIndex:
         self.domains = np.asarray(domains, dtype=object)
         self.item_ids = np.asarray(item_ids, dtype=object)
         self.tokens = vocab.item_tokens(codes, dedup if vocab.has_dedup else None)  # [N, tokens_per_item]
-        self._keys = pd.Index(_keys(self.domains, self.item_ids))
+        self._keys = pd.Index(item_keys(self.domains, self.item_ids))
         if not self._keys.is_unique:
             raise ValueError("the concept-ID map lists an item twice")
         self._by_tokens_cache: dict | None = None
@@ -218,7 +218,7 @@ class ItemIndex:
 
     def rows(self, domains, item_ids) -> np.ndarray:
         """Row of each item in this index; -1 where the item is unknown."""
-        return self._keys.get_indexer(_keys(domains, item_ids))
+        return self._keys.get_indexer(item_keys(domains, item_ids))
 
     def encode(self, domains, item_ids) -> np.ndarray:
         """Items -> token ids [N, tokens_per_item]; raises naming the unknown items."""
@@ -247,7 +247,3 @@ class ItemIndex:
             for t in row:
                 node = node.setdefault(t, {})
         return root
-
-
-def _keys(domains, item_ids) -> list[str]:
-    return [f"{d}\x1f{i}" for d, i in zip(domains, item_ids)]
