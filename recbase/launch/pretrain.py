@@ -210,8 +210,10 @@ def run(p: PretrainConfig, inputs: Inputs, corpus: Corpus, log: Callable[[str], 
                          "objective": p.objective, "corpus": corpus.root})
     report.plot_history(history, {"unigram": unigram, "per-level unigram": level_unigram}, stage.loss_png,
                         f"{p.model} on {corpus.root}")
+    shape = decoder.shaped(p.model, p.width, p.depth)
     manifest = {
         "model": p.model,
+        "shape": {"hidden_size": shape.hidden_size, "layers": shape.num_hidden_layers},
         "objective": p.objective,
         "steps": final["step"] if final.get("step") else p.max_steps,
         "vocab": vocab.to_dict(),

@@ -31,8 +31,9 @@ def plot_history(history: list[dict], baselines: dict[str, float], path_png: str
 def describe(m: dict) -> str:
     b, base = m["blocks"], m["baselines"]
     val = m.get("val_loss")
+    shape = f" (hidden {m['shape']['hidden_size']}, {m['shape']['layers']} layers)" if "shape" in m else ""
     lines = [
-        f"pretrain {m['model']}: {m['parameters']['total']:,} parameters, vocabulary {m['vocab']['size']:,}, "
+        f"pretrain {m['model']}{shape}: {m['parameters']['total']:,} parameters, vocabulary {m['vocab']['size']:,}, "
         f"{m['steps']} steps in {m['seconds']} s",
         f"blocks: {b['train']:,} train / {b['validation']:,} validation ({b['steps_per_epoch']:,} steps per epoch)",
         f"validation loss {val:.4f} nats/token" if val is not None else "validation loss: not measured",
