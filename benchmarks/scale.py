@@ -14,8 +14,9 @@ counted in each process that maps them, so the sum is an upper bound). Rows go t
 What is cut down so that a size finishes on 2 cores, and is the same at every size: the encoder is the
 small random sentence-transformers model of ``embed_streaming_memory.py`` (the pipeline is measured,
 not MiniLM); the CL-VAE trains ``--tokenizer-epochs`` epochs per level; pretraining runs ``--steps``
-steps; evaluation scores every pair of the unseen-domain and unseen-user datasets with the model and
-the counting baselines (no LLM, no beam search). Corpus preparation and embedding run in full.
+steps; evaluation scores every pair of the unseen-domain and unseen-user datasets with the model, the
+counting baselines and the two content baselines (their pool: ``eval.content_pool_items``; no LLM, no
+beam search). Corpus preparation and embedding run in full.
 
     python benchmarks/scale.py --vectors --items 4500000 --work /tmp/scale   # the tokenizer stage alone
 
@@ -70,7 +71,8 @@ def run_config(work: str, synthetic: str, model: str, args) -> dict:
         "pretrain": {"objective": "feedback", "max_steps": args.steps, "warmup_steps": 1,
                      "eval_every": args.steps, "checkpoint_every": args.steps, "output": f"{work}/pretraining"},
         "eval": {"datasets": ["unseen_domains", "unseen_users"],
-                 "baselines": ["popularity", "popularity_pretrain", "like_rate", "like_share"],
+                 "baselines": ["popularity", "popularity_pretrain", "like_rate", "like_share", "knn_like_rate",
+                               "content_like_rate"],
                  "recommend_users": 0, "output": f"{work}/eval"},
     }
 
