@@ -132,6 +132,43 @@ def test_like_rate_baselines_count_the_pretraining_users_only():
         baselines.score(["like_rate"], groups, len(pairs))
 
 
+def test_knn_like_rate_scores_each_distinct_candidate_once_in_chunks(monkeypatch):
+    # 40 pretraining items and 8 new ones; users share candidates, one candidate has no embedding
+    rng = np.random.default_rng(1)
+    keys = [str(i) for i in range(48)]
+    vec = rng.normal(size=(48, 6))
+    stats = baselines.ItemStats(pd.DataFrame({"domain": ["d"] * 40, "item_id": keys[:40],
+                                              "interactions": rng.integers(1, 50, 40), "liked": rng.integers(0, 2, 40)}))
+    table = baselines.EmbeddingTable(["d"] * 48, keys, vec)
+    cand = [keys[i] for i in rng.integers(0, 48, 30)] + ["nowhere"]
+    pairs = pd.DataFrame({"user_id": [f"u{i // 4}" for i in range(31)], "history_domains": [["d"]] * 31,
+                          "history_item_ids": [["0"]] * 31, "history_feedback": [[1]] * 31, "domain": ["d"] * 31,
+                          "item_id": cand, "click": [1, 0] * 15 + [1]})
+    monkeypatch.setattr(baselines, "KNN_CHUNK", 3)
+    scores, errors = baselines.knn_like_rate(group_pairs(pairs), 31, table, stats, k=4, pool=30)
+    assert errors == {"unknown_candidates": 1} and np.isnan(scores[30])
+    # each pair by hand: cosine to the 30 most interacted-with pretraining items, itself left out
+    pool = stats.pool(30)
+    unit = table.vectors
+    for p, item in enumerate(cand[:30]):
+        sim = unit[pool] @ unit[int(item)]
+        sim[pool == int(item)] = -np.inf
+        top = pool[np.argsort(-sim)[:4]]
+        assert scores[p] == pytest.approx(stats.liked[top].sum() / stats.interactions[top].sum())
+
+
+def test_scored_item_keys_are_the_candidates_and_histories_items():
+    import pyarrow as pa
+
+    from recbase.launch.evaluate import scored_item_keys
+
+    pairs = pa.Table.from_pandas(pairs_frame())
+    want = {f"{d}\x1f{i}" for d, i in zip(pairs_frame()["domain"], pairs_frame()["item_id"])}
+    want |= {f"{d}\x1f{i}" for ds, its in zip(pairs_frame()["history_domains"], pairs_frame()["history_item_ids"])
+             for d, i in zip(ds, its)}
+    assert scored_item_keys(pairs) == want
+
+
 def test_content_like_rate_regresses_like_rates_on_embeddings_for_items_never_seen():
     # 60 pretraining items whose like rate rises along the first (unit) embedding axis; 10 unseen candidates
     rng = np.random.default_rng(0)

@@ -8,11 +8,12 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 from recbase import storage
 from recbase.artifacts import Corpus, Embeddings, Evaluation, ExportedModel
-from recbase.data.schema import ITEM_KEY_SEP, item_keys
+from recbase.data.schema import ITEM_KEY_SEP, arrow_item_keys
 from recbase.data.sources import recbench as recbench_source
 from recbase.config import ActorsConfig, EmbedConfig, EvalConfig, TokenizerConfig, to_dict
 from recbase.eval import baselines, llm, metrics, report
@@ -20,6 +21,14 @@ from recbase.eval.scoring import ConceptScorer, UserGroup, default_rule, group_p
 from recbase.launch import recbench, session
 from recbase.model.vocab import ItemIndex, Vocab
 from recbase.progress import Progress
+
+
+def scored_item_keys(pairs: pa.Table) -> set[str]:
+    """The distinct item keys of a pairs table's candidates and histories (Arrow, no loop over users)."""
+    history = pa.table({"domain": pc.list_flatten(pairs.column("history_domains")),
+                        "item_id": pc.list_flatten(pairs.column("history_item_ids"))})
+    return {k for t in (pairs, history) for k in pc.unique(arrow_item_keys(t)).to_pylist()}
+
 
 class ScoreActor:
     """Ray Data actor: a batch of user groups -> (row, score) pairs, with one RecBase model replica."""
@@ -222,7 +231,8 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
     t0 = time.perf_counter()
     for name in e.datasets:
         ds = resolve_dataset(e, name, mdir, meta, log, encoder, assign)
-        pairs = storage.read_parquet(ds.pairs_path).to_pandas()
+        pairs_table = storage.read_parquet(ds.pairs_path)
+        pairs = pairs_table.to_pandas()
         groups = group_pairs(pairs)
         entry: dict = {"pairs": len(pairs), "users": int(pairs["user_id"].nunique()), "histories": len(groups),
                        "clicks": int(pairs["click"].sum()),
@@ -255,15 +265,18 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
         table = None
         if set(e.baselines) & baselines.NEEDS_EMBEDDINGS:
             # only the embeddings scored here: the candidates, the histories and the content baselines' pool
-            needed = set(item_keys(pairs["domain"], pairs["item_id"]))
-            for g in groups:
-                needed.update(item_keys(g.history_domains, g.history_item_ids))
+            needed = scored_item_keys(pairs_table)
             if stats is not None:
                 needed.update(stats.index[stats.pool(e.content_pool_items)])
             table = baselines.EmbeddingTable(*Embeddings(ds.embeddings).load(only=needed))
-        counted, errors = baselines.score(e.baselines, groups, len(pairs), stats, table, pool=e.content_pool_items)
-        scores.update(counted)
-        entry["errors"].update(errors)
+        for b in e.baselines:  # one at a time, in the config's order, so each has its seconds
+            t1 = time.perf_counter()
+            counted, errors = baselines.score([b], groups, len(pairs), stats, table, pool=e.content_pool_items)
+            scores.update(counted)
+            entry["errors"].update(errors)
+            if counted:
+                entry["seconds"][b] = round(time.perf_counter() - t1, 2)
+                log(f"[eval] {ds.label} {b}: {entry['seconds'][b]:.1f} s")
         subset = None
         if "llm" in e.baselines:
             items = storage.read_parquet(ds.items_path, columns=["domain", "item_id", "text"]).to_pandas()
