@@ -211,6 +211,17 @@ def test_metrics_use_sklearn_auc_and_click_weighted_gauc():
     assert metrics.recall_ndcg_at_k([["x", "y"], ["y", "x"]], ["y", "z"], 2) == (0.5, pytest.approx(0.5 / np.log2(3)))
 
 
+def test_gauc_in_one_pass_equals_sklearn_per_group():
+    # 400 groups of 1-12 pairs, scores with many ties, some groups of one class only
+    rng = np.random.default_rng(0)
+    u = np.repeat(np.arange(400), rng.integers(1, 13, 400))
+    y = rng.random(len(u)) < 0.4
+    s = np.round(rng.normal(size=len(u)), 1)
+    rng.shuffle(u)
+    assert metrics.gauc(u, y.astype(int), s) == pytest.approx(metrics.gauc_reference(u, y.astype(int), s), abs=1e-12)
+    assert np.isnan(metrics.gauc(["a", "a"], [1, 1], [0.1, 0.2]))
+
+
 def test_baselines_use_only_the_evaluation_histories():
     pairs = pairs_frame()
     groups = group_pairs(pairs)

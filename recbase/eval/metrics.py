@@ -17,7 +17,26 @@ def gauc(groups, labels, scores) -> float:
     """Per-group AUC averaged with weights = the group's clicks (groups with only one class carry no AUC).
 
     Evaluation groups by the evaluated history (``scoring.history_ids``): a user evaluated in two domains
-    is two groups, so a score that is constant per history scores exactly 0.5."""
+    is two groups, so a score that is constant per history scores exactly 0.5.
+
+    Each group's AUC is the Mann-Whitney statistic of its scores' ranks (ties as average ranks: the
+    value scikit-learn's ``roc_auc_score`` gives, which ``gauc_reference`` calls per group), computed for
+    every group in one pass: 30,000 groups in well under a second instead of minutes."""
+    df = pd.DataFrame({"u": np.asarray(groups), "y": np.asarray(labels) > 0,
+                       "s": np.asarray(scores, dtype=np.float64)})
+    df["r"] = df.groupby("u", sort=False)["s"].rank(method="average")  # [P] the score's rank in its group
+    per = df.assign(rp=df["r"].where(df["y"], 0.0)).groupby("u", sort=False).agg(
+        n=("y", "size"), pos=("y", "sum"), rank_pos=("rp", "sum"))
+    per = per[(per["pos"] > 0) & (per["pos"] < per["n"])]
+    if per.empty:
+        return float("nan")
+    pos, neg = per["pos"].to_numpy(np.float64), (per["n"] - per["pos"]).to_numpy(np.float64)
+    auc_g = (per["rank_pos"].to_numpy() - pos * (pos + 1) / 2) / (pos * neg)  # [G]
+    return float((pos * auc_g).sum() / pos.sum())
+
+
+def gauc_reference(groups, labels, scores) -> float:
+    """``gauc`` the plain way: scikit-learn's ``roc_auc_score`` on each group in turn (the check for it)."""
     df = pd.DataFrame({"u": np.asarray(groups), "y": np.asarray(labels), "s": np.asarray(scores, dtype=np.float64)})
     total, weight = 0.0, 0.0
     for _, g in df.groupby("u", sort=False):
