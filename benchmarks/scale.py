@@ -162,7 +162,7 @@ def plot(rows: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 5))
     for name in sorted({label(r) for r in rows}, key=lambda n: list(STAGES).index(n.split(" ")[0])):
         rs = sorted((r for r in rows if label(r) == name and r["rc"] == 0), key=lambda r: r["items"])
         if rs:
@@ -176,8 +176,9 @@ def plot(rows: list[dict], path: str) -> None:
         ax.set_xlabel(f"items (interactions = {' / '.join(map(str, per_item))} x items)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    a.legend()
-    fig.tight_layout()
+    handles, names = a.get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=4, fontsize=8, frameon=False)  # below both: never on a line
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     fig.savefig(path, dpi=110)
 
 
