@@ -160,13 +160,14 @@ def test_knn_like_rate_scores_each_distinct_candidate_once_in_chunks(monkeypatch
 def test_scored_item_keys_are_the_candidates_and_histories_items():
     import pyarrow as pa
 
+    from recbase.data.schema import item_keys
     from recbase.launch.evaluate import scored_item_keys
 
-    pairs = pa.Table.from_pandas(pairs_frame())
-    want = {f"{d}\x1f{i}" for d, i in zip(pairs_frame()["domain"], pairs_frame()["item_id"])}
-    want |= {f"{d}\x1f{i}" for ds, its in zip(pairs_frame()["history_domains"], pairs_frame()["history_item_ids"])
-             for d, i in zip(ds, its)}
-    assert scored_item_keys(pairs) == want
+    frame = pairs_frame()
+    want = set(item_keys(frame["domain"], frame["item_id"]))
+    for ds, its in zip(frame["history_domains"], frame["history_item_ids"]):
+        want.update(item_keys(ds, its))
+    assert scored_item_keys(pa.Table.from_pandas(frame)) == want
 
 
 def test_content_like_rate_regresses_like_rates_on_embeddings_for_items_never_seen():
