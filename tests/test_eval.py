@@ -168,6 +168,58 @@ def test_scored_item_keys_are_the_candidates_and_histories_items():
     for ds, its in zip(frame["history_domains"], frame["history_item_ids"]):
         want.update(item_keys(ds, its))
     assert scored_item_keys(pa.Table.from_pandas(frame)) == want
+    assert scored_item_keys(pa.Table.from_pandas(frame), histories=False) == set(item_keys(frame["domain"], frame["item_id"]))
+
+
+def test_item_stats_kept_for_the_candidates_and_pool_score_as_the_whole_table():
+    import pyarrow as pa
+
+    from recbase.data.schema import arrow_item_keys
+
+    # 200 pretraining items (ties in interactions), 40 candidates among them and 10 new ones; a pool of 60
+    rng = np.random.default_rng(3)
+    ids = [str(i) for i in range(250)]
+    table = pa.table({"domain": ["p"] * 200, "item_id": ids[:200], "interactions": rng.integers(1, 30, 200),
+                      "liked": rng.integers(0, 2, 200)})
+    vec = rng.normal(size=(250, 5))
+    emb = baselines.EmbeddingTable(["p"] * 250, ids, vec)
+    cand = [ids[i] for i in rng.integers(0, 250, 50)]
+    pairs = pd.DataFrame({"user_id": [f"u{i // 5}" for i in range(50)], "history_domains": [["p", "p"]] * 50,
+                          "history_item_ids": [["1", "2"]] * 50, "history_feedback": [[1, 0]] * 50,
+                          "domain": ["p"] * 50, "item_id": cand, "click": [1, 0] * 25})
+    groups = group_pairs(pairs)
+    full = baselines.ItemStats(table)
+    kept = baselines.ItemStats.for_items(table, arrow_item_keys(pa.Table.from_pandas(pairs)), pool=60)
+    assert len(kept.interactions) < 200 and kept.p0 == full.p0
+    assert list(kept.index[kept.pool(60)]) == list(full.index[full.pool(60)])
+    wanted = ["popularity_pretrain", "like_rate", "knn_like_rate", "content_like_rate", "like_rate_share"]
+    a, _ = baselines.score(wanted, groups, 50, full, emb, pool=60)
+    b, _ = baselines.score(wanted, groups, 50, kept, emb, pool=60)
+    for m in wanted:
+        np.testing.assert_array_equal(a[m], b[m])
+    with pytest.raises(ValueError, match="pool of 60"):
+        kept.pool(100)
+    # a pool that covers every item keeps every row
+    assert len(baselines.ItemStats.for_items(table, arrow_item_keys(pa.Table.from_pandas(pairs)), pool=0).index) == 200
+
+
+def test_unknown_items_are_counted_once_per_history_by_arrow():
+    import pyarrow as pa
+
+    from recbase.data.schema import arrow_item_keys
+    from recbase.launch.evaluate import unknown_items
+
+    index = small_index()
+    pairs = pairs_frame()
+    pairs.loc[4, "item_id"] = "missing"
+    pairs["history_item_ids"] = [["0", "1", "x", "3"]] * 3 + [["4", "y"]] * 2
+    groups = group_pairs(pairs)
+    known = arrow_item_keys(pa.table({"domain": list(index.domains), "item_id": list(index.item_ids)}))
+    by_index = {"unknown_history_items": int(sum((index.rows(g.history_domains, g.history_item_ids) < 0).sum()
+                                                 for g in groups)),
+                "unknown_candidates": int((index.rows(pairs["domain"], pairs["item_id"]) < 0).sum())}
+    assert unknown_items(pa.Table.from_pandas(pairs), groups, known) == by_index == {
+        "unknown_history_items": 2, "unknown_candidates": 1}
 
 
 def test_content_like_rate_regresses_like_rates_on_embeddings_for_items_never_seen():

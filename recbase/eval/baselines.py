@@ -22,8 +22,10 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from recbase.data.schema import ITEM_KEY_SEP, LIKED, item_keys
+from recbase.data.schema import ITEM_KEY_SEP, LIKED, arrow_item_keys, item_keys
 from recbase.eval.scoring import UserGroup
 
 # like-rate smoothing: an item's (liked + m p0) / (interactions + m), p0 the overall like rate
@@ -39,16 +41,45 @@ NEEDS_STATS = frozenset({"popularity_pretrain", "like_rate", "knn_like_rate", "c
 NEEDS_EMBEDDINGS = frozenset({"text_similarity", "knn_like_rate", "content_like_rate"})
 
 
-class ItemStats:
-    """The pretraining users' interactions and likes per item (``ITEM_STATS`` rows)."""
+def top_rows(interactions: np.ndarray, limit: int) -> np.ndarray:
+    """The rows of the ``limit`` items with the most interactions (ties in row order), sorted; every row
+    when ``limit`` is 0 or covers them: the content baselines' pool."""
+    if not limit or limit >= len(interactions):
+        return np.arange(len(interactions))
+    return np.sort(np.argsort(-interactions, kind="stable")[:limit])
 
-    def __init__(self, table) -> None:
+
+class ItemStats:
+    """The pretraining users' interactions and likes per item (``ITEM_STATS`` rows); ``p0``, the overall
+    like rate, is computed from them unless given (``for_items``: that of every row)."""
+
+    def __init__(self, table, p0: float | None = None) -> None:
         df = table.to_pandas() if hasattr(table, "to_pandas") else table
         self.index = pd.Index(item_keys(df["domain"], df["item_id"]))
         self.interactions = df["interactions"].to_numpy(np.float64)  # [M]
         self.liked = df["liked"].to_numpy(np.float64)  # [M]
-        self.p0 = float(self.liked.sum() / max(1.0, self.interactions.sum()))
+        self.p0 = float(self.liked.sum() / max(1.0, self.interactions.sum())) if p0 is None else p0
         self._pools: dict[int, np.ndarray] = {}  # limit -> pool(limit): one sort per limit, however many readers
+        self._only_pool: int | None = None  # for_items: the one pool limit these rows were kept for
+
+    @classmethod
+    def for_items(cls, table: pa.Table, keys: pa.Array, pool: int = 0) -> "ItemStats":
+        """Only the rows of ``keys`` (Arrow item keys) and of the ``pool``-item pool, for a reader that looks
+        up nothing else (an evaluation: its candidates and the content baselines' pool) — a string index of
+        those rows, not of every item. ``p0`` and the pool are those of every row, so every baseline scores
+        as with the whole table; ``pool()`` answers for this ``pool`` only."""
+        interactions = table.column("interactions").to_numpy().astype(np.float64)  # [M]
+        pooled = top_rows(interactions, pool)
+        if len(pooled) == len(interactions):
+            return cls(table)  # every row is in the pool
+        keep = pc.is_in(arrow_item_keys(table), value_set=keys).to_numpy(zero_copy_only=False)  # [M]
+        keep[pooled] = True
+        rows = np.flatnonzero(keep)
+        liked = table.column("liked").to_numpy().astype(np.float64)
+        out = cls(table.take(rows), p0=float(liked.sum() / max(1.0, interactions.sum())))
+        out._pools[pool] = np.searchsorted(rows, pooled)  # the pool's rows among the kept ones
+        out._only_pool = pool
+        return out
 
     def rows(self, domains, item_ids) -> np.ndarray:
         return self.index.get_indexer(item_keys(domains, item_ids))
@@ -58,12 +89,11 @@ class ItemStats:
         return {tuple(k.split(ITEM_KEY_SEP, 1)): v for k, v in zip(self.index, self.liked)}
 
     def pool(self, limit: int = 0) -> np.ndarray:
-        """The rows the content baselines draw on: the ``limit`` items with the most interactions (ties in row
-        order), every row when ``limit`` is 0 or covers them — sorted."""
-        if not limit or limit >= len(self.interactions):
-            return np.arange(len(self.interactions))
+        """The rows the content baselines draw on (``top_rows``)."""
+        if self._only_pool is not None and limit != self._only_pool:
+            raise ValueError(f"these item stats were kept for a pool of {self._only_pool} items, not {limit}")
         if limit not in self._pools:
-            self._pools[limit] = np.sort(np.argsort(-self.interactions, kind="stable")[:limit])
+            self._pools[limit] = top_rows(self.interactions, limit)
         return self._pools[limit]
 
     def rate(self, rows: np.ndarray, prior: float = LIKE_RATE_PRIOR) -> np.ndarray:

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import ray
 
 from recbase import storage
-from recbase.artifacts import Corpus, Embeddings, Evaluation, ExportedModel
+from recbase.artifacts import Corpus, Embeddings, Evaluation, ExportedModel, TokenizerOutput
 from recbase.data.schema import ITEM_KEY_SEP, arrow_item_keys
 from recbase.data.sources import recbench as recbench_source
 from recbase.config import ActorsConfig, EmbedConfig, EvalConfig, TokenizerConfig, to_dict
@@ -23,11 +23,26 @@ from recbase.model.vocab import ItemIndex, Vocab
 from recbase.progress import Progress
 
 
-def scored_item_keys(pairs: pa.Table) -> set[str]:
-    """The distinct item keys of a pairs table's candidates and histories (Arrow, no loop over users)."""
-    history = pa.table({"domain": pc.list_flatten(pairs.column("history_domains")),
-                        "item_id": pc.list_flatten(pairs.column("history_item_ids"))})
-    return {k for t in (pairs, history) for k in pc.unique(arrow_item_keys(t)).to_pylist()}
+def scored_item_keys(pairs: pa.Table, histories: bool = True) -> set[str]:
+    """The distinct item keys of a pairs table's candidates and (``histories``) its histories' items (Arrow,
+    no loop over users)."""
+    tables = [pairs]
+    if histories:
+        tables.append(pa.table({"domain": pc.list_flatten(pairs.column("history_domains")),
+                                "item_id": pc.list_flatten(pairs.column("history_item_ids"))}))
+    return {k for t in tables for k in pc.unique(arrow_item_keys(t)).to_pylist()}
+
+
+def unknown_items(pairs: pa.Table, groups: list[UserGroup], known: pa.Array) -> dict:
+    """RecBase's counted errors, by Arrow against ``known`` (the concept-ID map's item keys): the items of each
+    evaluated history (once per history, as scored) and the candidates that have no concept IDs."""
+    firsts = pairs.take(pa.array([int(g.rows[0]) for g in groups], pa.int64()))
+    history = pa.table({"domain": pc.list_flatten(firsts.column("history_domains")),
+                        "item_id": pc.list_flatten(firsts.column("history_item_ids"))})
+
+    def missing(t: pa.Table) -> int:
+        return len(t) - int(pc.sum(pc.is_in(arrow_item_keys(t), value_set=known)).as_py() or 0)
+    return {"unknown_history_items": missing(history), "unknown_candidates": missing(pairs)}
 
 
 class ScoreActor:
@@ -224,10 +239,11 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
         llm.resolve(e.llm)  # a builtin GGUF is converted once here, not by every actor
     results: dict = {"model": mdir, "models": models, "max_history_items": max_history,
                      "objective": meta.get("objective", "next_item"), "scoring": default_rule(vocab), "datasets": {}}
-    # the pretraining users' counts per item: read once for the run (every dataset shares the corpus)
-    stats = None
+    # the pretraining users' counts per item, read once for the run (every dataset shares the corpus) as Arrow;
+    # each dataset keys only its candidates and the content pool (next-item popularity ranks every item)
+    stats_table = None
     if set(e.baselines) & baselines.NEEDS_STATS or e.recommend_users:
-        stats = baselines.ItemStats(storage.read_parquet(Corpus(meta["corpus"]).item_stats))
+        stats_table = storage.read_parquet(Corpus(meta["corpus"]).item_stats)
     t0 = time.perf_counter()
     for name in e.datasets:
         ds = resolve_dataset(e, name, mdir, meta, log, encoder, assign)
@@ -243,10 +259,13 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
             continue
         labels, users = pairs["click"].to_numpy(), pairs["user_id"].to_numpy()
         hist = history_ids(groups, len(pairs))  # GAUC groups by evaluated history
-        index = ItemIndex.load(ds.index_dir)
-        entry["errors"]["recbase"] = {
-            "unknown_history_items": int(sum((index.rows(g.history_domains, g.history_item_ids) < 0).sum() for g in groups)),
-            "unknown_candidates": int((index.rows(pairs["domain"], pairs["item_id"]) < 0).sum())}
+        entry["errors"]["recbase"] = unknown_items(pairs_table, groups, arrow_item_keys(storage.read_parquet(
+            TokenizerOutput(ds.index_dir).concept_ids, columns=["domain", "item_id"])))
+        stats = None
+        if stats_table is not None:
+            stats = (baselines.ItemStats(stats_table) if e.recommend_users else
+                     baselines.ItemStats.for_items(stats_table, pc.unique(arrow_item_keys(pairs_table)),
+                                                   e.content_pool_items))
         scores = {}
         for m, path in models.items():
             t1 = time.perf_counter()
@@ -264,8 +283,9 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
                     scores[m] = scores[m] + offset
         table = None
         if set(e.baselines) & baselines.NEEDS_EMBEDDINGS:
-            # only the embeddings scored here: the candidates, the histories and the content baselines' pool
-            needed = scored_item_keys(pairs_table)
+            # only the embeddings scored here: the candidates, the content baselines' pool, and the histories'
+            # items where text similarity reads them
+            needed = scored_item_keys(pairs_table, histories="text_similarity" in e.baselines)
             if stats is not None:
                 needed.update(stats.index[stats.pool(e.content_pool_items)])
             table = baselines.EmbeddingTable(*Embeddings(ds.embeddings).load(only=needed))
@@ -298,7 +318,8 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
                               out.scores_path(ds.label))
         if e.recommend_users:
             t1 = time.perf_counter()
-            entry["next_item"] = next_item_metrics(e, groups, labels, mdir, ds, index, meta["vocab"], max_history, stats, log)
+            entry["next_item"] = next_item_metrics(e, groups, labels, mdir, ds, ItemIndex.load(ds.index_dir), meta["vocab"],
+                                                   max_history, stats, log)
             entry["seconds"]["next_item"] = round(time.perf_counter() - t1, 2)
         for m, sec in entry["seconds"].items():
             if m in entry["methods"]:
