@@ -41,6 +41,11 @@ NEEDS_STATS = frozenset({"popularity_pretrain", "like_rate", "knn_like_rate", "c
 NEEDS_EMBEDDINGS = frozenset({"text_similarity", "knn_like_rate", "content_like_rate"})
 
 
+def overall_like_rate(liked: np.ndarray, interactions: np.ndarray) -> float:
+    """p0: the share of liked interactions over every item (the like rate's smoothing prior)."""
+    return float(liked.sum() / max(1.0, interactions.sum()))
+
+
 def top_rows(interactions: np.ndarray, limit: int) -> np.ndarray:
     """The rows of the ``limit`` items with the most interactions (ties in row order), sorted; every row
     when ``limit`` is 0 or covers them: the content baselines' pool."""
@@ -58,7 +63,7 @@ class ItemStats:
         self.index = pd.Index(item_keys(df["domain"], df["item_id"]))
         self.interactions = df["interactions"].to_numpy(np.float64)  # [M]
         self.liked = df["liked"].to_numpy(np.float64)  # [M]
-        self.p0 = float(self.liked.sum() / max(1.0, self.interactions.sum())) if p0 is None else p0
+        self.p0 = overall_like_rate(self.liked, self.interactions) if p0 is None else p0
         self._pools: dict[int, np.ndarray] = {}  # limit -> pool(limit): one sort per limit, however many readers
         self._only_pool: int | None = None  # for_items: the one pool limit these rows were kept for
 
@@ -75,8 +80,8 @@ class ItemStats:
         keep = pc.is_in(arrow_item_keys(table), value_set=keys).to_numpy(zero_copy_only=False)  # [M]
         keep[pooled] = True
         rows = np.flatnonzero(keep)
-        liked = table.column("liked").to_numpy().astype(np.float64)
-        out = cls(table.take(rows), p0=float(liked.sum() / max(1.0, interactions.sum())))
+        liked = table.column("liked").to_numpy().astype(np.float64)  # [M]
+        out = cls(table.take(rows), p0=overall_like_rate(liked, interactions))
         out._pools[pool] = np.searchsorted(rows, pooled)  # the pool's rows among the kept ones
         out._only_pool = pool
         return out
