@@ -23,22 +23,25 @@ from recbase.model.vocab import ItemIndex, Vocab
 from recbase.progress import Progress
 
 
+def history_item_table(pairs: pa.Table) -> pa.Table:
+    """Every history item of a pairs table's rows, one row each (domain, item_id)."""
+    return pa.table({"domain": pc.list_flatten(pairs.column("history_domains")),
+                     "item_id": pc.list_flatten(pairs.column("history_item_ids"))})
+
+
 def scored_item_keys(pairs: pa.Table, histories: bool = True) -> set[str]:
     """The distinct item keys of a pairs table's candidates and (``histories``) its histories' items (Arrow,
     no loop over users)."""
     tables = [pairs]
     if histories:
-        tables.append(pa.table({"domain": pc.list_flatten(pairs.column("history_domains")),
-                                "item_id": pc.list_flatten(pairs.column("history_item_ids"))}))
+        tables.append(history_item_table(pairs))
     return {k for t in tables for k in pc.unique(arrow_item_keys(t)).to_pylist()}
 
 
 def unknown_items(pairs: pa.Table, groups: list[UserGroup], known: pa.Array) -> dict:
     """RecBase's counted errors, by Arrow against ``known`` (the concept-ID map's item keys): the items of each
     evaluated history (once per history, as scored) and the candidates that have no concept IDs."""
-    firsts = pairs.take(pa.array([int(g.rows[0]) for g in groups], pa.int64()))
-    history = pa.table({"domain": pc.list_flatten(firsts.column("history_domains")),
-                        "item_id": pc.list_flatten(firsts.column("history_item_ids"))})
+    history = history_item_table(pairs.take(pa.array([int(g.rows[0]) for g in groups], pa.int64())))
 
     def missing(t: pa.Table) -> int:
         return len(t) - int(pc.sum(pc.is_in(arrow_item_keys(t), value_set=known)).as_py() or 0)
@@ -241,9 +244,11 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
                      "objective": meta.get("objective", "next_item"), "scoring": default_rule(vocab), "datasets": {}}
     # the pretraining users' counts per item, read once for the run (every dataset shares the corpus) as Arrow;
     # each dataset keys only its candidates and the content pool (next-item popularity ranks every item)
-    stats_table = None
+    stats_table = full_stats = None
     if set(e.baselines) & baselines.NEEDS_STATS or e.recommend_users:
         stats_table = storage.read_parquet(Corpus(meta["corpus"]).item_stats)
+        if e.recommend_users:
+            full_stats = baselines.ItemStats(stats_table)
     t0 = time.perf_counter()
     for name in e.datasets:
         ds = resolve_dataset(e, name, mdir, meta, log, encoder, assign)
@@ -261,11 +266,10 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
         hist = history_ids(groups, len(pairs))  # GAUC groups by evaluated history
         entry["errors"]["recbase"] = unknown_items(pairs_table, groups, arrow_item_keys(storage.read_parquet(
             TokenizerOutput(ds.index_dir).concept_ids, columns=["domain", "item_id"])))
-        stats = None
-        if stats_table is not None:
-            stats = (baselines.ItemStats(stats_table) if e.recommend_users else
-                     baselines.ItemStats.for_items(stats_table, pc.unique(arrow_item_keys(pairs_table)),
-                                                   e.content_pool_items))
+        stats = full_stats
+        if stats is None and stats_table is not None:
+            stats = baselines.ItemStats.for_items(stats_table, pc.unique(arrow_item_keys(pairs_table)),
+                                                  e.content_pool_items)
         scores = {}
         for m, path in models.items():
             t1 = time.perf_counter()
