@@ -430,7 +430,10 @@ class EvalConfig:
     # ((liked + 1) / (not liked + 1)): one constant per history, so every GAUC is the model's own, while a
     # global AUC also ranks users by how much they like (0: the model's score alone). Applied where the
     # histories hold non-liked items; the model's score alone stays in the table as a diagnostic row.
-    like_share_weight: float = 0.0
+    # One number for every dataset, or a weight per dataset: a mapping from a dataset's name
+    # (unseen_users) or its kind, the name's last "_" part (users: unseen_users and validation_users),
+    # to its weight, "*" for any other dataset; one it does not reach gets 0 (like_share_weight_for)
+    like_share_weight: float | dict[str, float] = 0.0
     # what a user would compare with (recbase/eval/baselines.py): popularity in the evaluation histories,
     # popularity / like rate among the pretraining users, the like rate of an item's nearest pretraining
     # items (content), a ridge regression of like rates on embeddings (content), the user's like share in
@@ -478,8 +481,21 @@ class EvalConfig:
             raise ConfigError("eval.batch_users must be >= 1, max_history_items >= 0")
         if self.content_pool_items < 0:
             raise ConfigError(f"eval.content_pool_items must be >= 0 (0 = every item), got {self.content_pool_items}")
-        if self.like_share_weight < 0:
-            raise ConfigError(f"eval.like_share_weight must be >= 0, got {self.like_share_weight}")
+        w = self.like_share_weight
+        if any(v < 0 for v in (w.values() if isinstance(w, dict) else (w,))):
+            raise ConfigError(f"eval.like_share_weight must be >= 0 (a number, or one per dataset), got {w}")
+
+    def like_share_weight_for(self, dataset: str) -> float:
+        """``like_share_weight`` for one dataset (its label: a corpus eval name, a file's or directory's
+        name): the number, or the mapping's weight for the name, else for its kind (the part after the last
+        "_"), else for "*", else 0."""
+        w = self.like_share_weight
+        if not isinstance(w, dict):
+            return w
+        for key in (dataset, dataset.rsplit("_", 1)[-1], "*"):
+            if key in w:
+                return w[key]
+        return 0.0
 
 
 @dataclass(frozen=True)

@@ -63,12 +63,22 @@ def test_override_into_a_list_the_yaml_left_out_starts_from_the_default():
         ("pretrain.code_dropout_from=5", "pretrain.code_dropout_from must be at most tokenizer.levels + 1 = 4"),
         ("data.shard_rows=0", "data.shard_rows must be >= 1"),
         ("data.engine=spark", "data.engine: 'spark' is not one of"),
+        ("eval.like_share_weight={users: -1}", "eval.like_share_weight must be >= 0"),
+        ("eval.like_share_weight=[1]", "eval.like_share_weight: [1] fits none of"),
     ],
 )
 def test_bad_configs_fail_with_the_key_named(override, message):
     with pytest.raises(ConfigError) as e:
         config.load(REPO / "jobs/configs/default.yaml", [override])
     assert message in str(e.value)
+
+
+def test_like_share_weight_is_one_number_or_one_per_dataset_name_or_kind():
+    assert config.load(None, ["eval.like_share_weight=2"]).eval.like_share_weight_for("unseen_users") == 2.0
+    e = config.load(None, ["eval.like_share_weight={domains: 5, unseen_users: 0.5, users: 1, '*': 1.5}"]).eval
+    names = ("unseen_domains", "validation_domains", "unseen_users", "validation_users", "movies-rb")
+    assert [e.like_share_weight_for(n) for n in names] == [5.0, 5.0, 0.5, 1.0, 1.5]  # name, then kind, then *
+    assert config.load(None, ["eval.like_share_weight={users: 1}"]).eval.like_share_weight_for("unseen_domains") == 0.0
 
 
 def test_missing_config_file_is_named(tmp_path):

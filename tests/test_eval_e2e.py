@@ -80,8 +80,8 @@ def test_finetune_then_recbench_directory_end_to_end(pretrained_run, default_cor
     # every GAUC is the model's own
     scored = pd.read_parquet(tmp_path / "ft/eval/scores/unseen_small.parquet")
     groups = scoring.group_pairs(small)
-    offset = cfg.eval.like_share_weight * baselines.like_share_log_odds(groups, len(small))
-    assert cfg.eval.like_share_weight > 0
+    offset = cfg.eval.like_share_weight_for("unseen_small") * baselines.like_share_log_odds(groups, len(small))
+    assert cfg.eval.like_share_weight_for("unseen_small") > 0
     np.testing.assert_allclose(scored["recbase"] - scored["recbase_model_only"], offset, rtol=1e-6, atol=1e-6)
     ft_results = storage.read_json(str(tmp_path / "ft/eval/results.json"))["datasets"]["unseen_small"]["methods"]
     assert ft_results["recbase"]["gauc"] == pytest.approx(ft_results["recbase_model_only"]["gauc"])

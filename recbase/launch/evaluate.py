@@ -278,7 +278,7 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
                 "max_history_items": 0 if m == "recbase_prior_only" else max_history}, group_records(groups), len(pairs),
                 f"[eval] {ds.label} {m}", log)
             entry["seconds"][m] = round(time.perf_counter() - t1, 2)
-        offset = baselines.like_share_offset(groups, len(pairs), e.like_share_weight)
+        offset = baselines.like_share_offset(groups, len(pairs), e.like_share_weight_for(ds.label))
         if offset is not None:
             # the user's like share as a per-history offset: the GAUCs stay the model's, the global AUC gains it
             scores["recbase_model_only"] = scores["recbase"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from recbase import storage
 from recbase.artifacts import Corpus, stable_sample
-from recbase.config import Config
+from recbase.config import Config, EvalConfig
 from recbase.data import sequences
 from recbase.eval import metrics as eval_metrics
 from recbase.eval.baselines import like_share_offset
@@ -85,13 +85,15 @@ def scored_sets(cfg: Config, datasets, max_users: int) -> dict:
     return out
 
 
-def zero_shot(scorer: ConceptScorer, sets: dict, prefix: str = "", like_share_weight: float = 0.0) -> dict:
+def zero_shot(scorer: ConceptScorer, sets: dict, prefix: str = "", like_share: EvalConfig | None = None) -> dict:
     """AUC, GAUC and scored pairs of ``scorer`` on each set (keys ``<prefix><dataset>_auc`` ...), its
-    scores plus the evaluation's like-share offset (``eval.like_share_weight``) as the evaluate job adds it."""
+    scores plus the evaluation's like-share offset (``like_share.like_share_weight`` for the set) as the
+    evaluate job adds it (None: the model's score alone)."""
     out = {}
     for name, (pairs, groups) in sets.items():
         scores, _ = scorer.score_groups(groups, len(pairs))
-        offset = like_share_offset(groups, len(pairs), like_share_weight)
+        weight = 0.0 if like_share is None else like_share.like_share_weight_for(name)
+        offset = like_share_offset(groups, len(pairs), weight)
         scores = scores if offset is None else scores + offset
         m = eval_metrics.pair_metrics(pairs["click"].to_numpy(), history_ids(groups, len(pairs)), scores)
         out[f"{prefix}{name}_auc"], out[f"{prefix}{name}_gauc"] = m["auc"], m["gauc"]
@@ -123,7 +125,7 @@ def downstream(cfg: Config, index: ItemIndex, steps: int, max_users: int, datase
         scorers[f"hist{n}_"] = ConceptScorer(model, index, n, vocab, rule)
     sets = scored_sets(cfg, datasets, max_users)
     for prefix, scorer in scorers.items():  # the offset on the full-history score only, as the evaluate job
-        out.update(zero_shot(scorer, sets, prefix, cfg.eval.like_share_weight if prefix == "" else 0.0))
+        out.update(zero_shot(scorer, sets, prefix, cfg.eval if prefix == "" else None))
     return out
 
 
@@ -166,7 +168,7 @@ def pretraining(cfg: Config, datasets: tuple[str, ...], eval_users: int, report:
     rule, items = default_rule(vocab), history_items(p.block_len, vocab)
 
     def validate(model) -> dict:
-        m = zero_shot(ConceptScorer(model, index, items, vocab, rule), sets, like_share_weight=cfg.eval.like_share_weight)
+        m = zero_shot(ConceptScorer(model, index, items, vocab, rule), sets, like_share=cfg.eval)
         for k in ("auc", "gauc"):
             m[f"val_{k}"] = float(np.mean([m[f"{d}_{k}"] for d in sets]))
         return m
