@@ -51,9 +51,47 @@ def _blank(s: pd.Series) -> pd.Series:
 
 def clean_items(label: str, items: pd.DataFrame, rejects: Rejects) -> pd.DataFrame:
     """One source's items: null ids and duplicate (domain, item_id) rejected, the first kept."""
-    items = items.reindex(columns=[*ITEM_COLUMNS, *ORIGIN])  # text fields a source lacks: null
-    items = reject_where(items, _blank(items["item_id"]) | _blank(items["domain"]), label, "items", "null_id", rejects)
+    items = reject_null_items(label, items, rejects)
     return reject_where(items, items.duplicated(["domain", "item_id"]), label, "items", "duplicate_item", rejects)
+
+
+def reject_null_items(label: str, items: pd.DataFrame, rejects: Rejects) -> pd.DataFrame:
+    """Items in the corpus's columns (text fields a source lacks: null), those without an id or a domain
+    rejected: a check on each row alone, so any part of a source is checked as the whole source is."""
+    items = items.reindex(columns=[*ITEM_COLUMNS, *ORIGIN])
+    return reject_where(items, _blank(items["item_id"]) | _blank(items["domain"]), label, "items", "null_id", rejects)
+
+
+# why an item row leaves the corpus after its id checks (item_fates); "" = kept
+KEPT, DUPLICATE, UNUSED = "", "duplicate_item", "item_without_interactions"
+
+
+def item_fates(keys: pd.DataFrame, used: set | None) -> np.ndarray:
+    """For item rows (columns domain, item_id) in the sources' order, each source's rows in read order:
+    ``DUPLICATE`` where an earlier row has the same (domain, item_id) — the first listed source's, and in a
+    source its first row, is kept — else ``UNUSED`` where no interaction or given pair uses it (``used``:
+    the (domain, item_id) that are; None keeps every item), else ``KEPT``."""
+    fates = np.full(len(keys), KEPT, dtype=object)
+    dup = keys.duplicated(["domain", "item_id"]).to_numpy()
+    fates[dup] = DUPLICATE
+    if used is not None:
+        unused = np.fromiter((k not in used for k in zip(keys["domain"], keys["item_id"])), bool, len(keys))
+        fates[unused & ~dup] = UNUSED
+    return fates
+
+
+def reject_fates(items: pd.DataFrame, fates: np.ndarray, rejects: Rejects) -> pd.DataFrame:
+    """The rows ``item_fates`` keeps; the others rejected with their fate, under their own source."""
+    for reason in (DUPLICATE, UNUSED):
+        m = fates == reason
+        for label in items.loc[m, "_source"].unique():
+            rejects.add_frame(label, "items", reason, items.loc[m & (items["_source"] == label).to_numpy(), ORIGIN])
+    return items.loc[fates == KEPT]
+
+
+def sort_items(items: pd.DataFrame) -> pd.DataFrame:
+    """The corpus's item order."""
+    return items.sort_values(["domain", "item_id"], kind="mergesort").reset_index(drop=True)
 
 
 def clean_interactions(label: str, inter: pd.DataFrame, item_keys: pd.DataFrame, rejects: Rejects) -> pd.DataFrame:
@@ -95,18 +133,8 @@ def finish_items(items: pd.DataFrame, used: set, cfg: DataConfig, rejects: Rejec
     """Every source's cleaned items in one table: a (domain, item_id) two sources share kept by the first
     listed, items no interaction or given pair uses rejected (``drop_items_without_interactions``), sorted,
     with the unified text."""
-    dup = items.duplicated(["domain", "item_id"])
-    for label in items.loc[dup, "_source"].unique():
-        m = dup & (items["_source"] == label)
-        rejects.add_frame(label, "items", "duplicate_item", items.loc[m, ORIGIN])
-    items = items.loc[~dup]
-    if cfg.drop_items_without_interactions:
-        unused = pd.Series([k not in used for k in zip(items["domain"], items["item_id"])], index=items.index)
-        for label in items.loc[unused, "_source"].unique():
-            m = unused & (items["_source"] == label)
-            rejects.add_frame(label, "items", "item_without_interactions", items.loc[m, ORIGIN])
-        items = items.loc[~unused]
-    items = items.sort_values(["domain", "item_id"], kind="mergesort").reset_index(drop=True)
+    fates = item_fates(items[["domain", "item_id"]], used if cfg.drop_items_without_interactions else None)
+    items = sort_items(reject_fates(items, fates, rejects))
     items["text"] = format_items(items, cfg.text_format)
     return items
 
@@ -213,6 +241,7 @@ def source_report(src, tables: SourceTables) -> dict:
 
 def build_manifest(cfg: DataConfig, reports: list[dict], items: pd.DataFrame, dom_counts: dict, n_users: int,
                    split_report: dict, pair_names, seconds: float, write_seconds: float, **extra) -> dict:
+    """``items``: the kept items (a ``domain`` column is enough)."""
     files = dict(Corpus.FILES)
     for name in pair_names:
         files[f"{Corpus.pairs_dir}/{name}"] = Corpus.pairs_file(name)

@@ -3,9 +3,11 @@ for corpora one process cannot hold. The semantics live there; this file only di
 
 1. read: one Ray task per source part (an Amazon category's reviews, cut into line ranges of about
    ``data.part_bytes``, the first with the category's items; a whole MovieLens) parses and rejects as the
-   pandas path does, writes its interactions to the run's scratch Parquet and returns its items, rejects
-   and counts, and each user's row count;
-2. items: each source's items cleaned on the driver (``clean_items``), as in one process;
+   pandas path does, writes its interactions to the run's scratch Parquet, leaves its items (ids checked:
+   ``reject_null_items``) in the object store and returns their keys, its rejects and counts, and each
+   user's row count;
+2. items' keys: the driver holds only (domain, item_id, source, read position) per item: the keys each
+   source's interactions are checked against;
 3. shuffle: every interaction gets its user's shard (consecutive ranges of the sorted users, about
    ``data.shard_rows`` rows each) and a Ray Data ``groupby(shard).map_groups`` cleans each shard's rows
    per source (``clean_interactions``: every check looks at one user's rows), orders them
@@ -13,8 +15,10 @@ for corpora one process cannot hold. The semantics live there; this file only di
 4. split: one Ray Data task per shard applies the held-out protocols (``split_users``) to its users and
    writes its part of ``pretrain/histories.parquet/`` and of each ``eval/<dataset>.parquet/`` (one part
    per held-out domain and shard: name order is the one-process row order);
-5. the driver adds the counts up (the same ``merge_*`` functions), checks kept + rejected = read, and
-   writes the items, item stats, its rejects and the manifest, last.
+5. the driver adds the counts up (the same ``merge_*`` functions), decides each item's fate on its key
+   (``item_fates``: duplicate, unused, kept), checks kept + rejected = read; a task per read part writes
+   its rejected items and gives the kept ones their text, Ray Data sorts them and the driver streams them
+   into ``items.parquet``; then the item stats, its rejects and the manifest, last.
 
 Parts are named so that reading a directory's parts in name order gives the one-process table row for
 row (``storage.read_parquet``); rejects are the same rows in another order.
@@ -29,6 +33,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 from recbase import storage
@@ -38,6 +43,7 @@ from recbase.data import corpus as C
 from recbase.data import splits
 from recbase.data.rejects import Rejects
 from recbase.data.schema import INTERACTIONS, ITEMS
+from recbase.data.text import format_items
 from recbase.data.sources import read_source, source_parts
 from recbase.data.sources.base import INTERACTION_COLUMNS, ORIGIN, SourceTables
 from recbase.launch import session
@@ -50,6 +56,7 @@ PARSED = [*INTERACTION_COLUMNS, "domain", *ORIGIN, "_source", "_seq"]
 # read back as the nullable dtypes the readers make, so every check compares what pandas compares
 DTYPES = {pa.int64(): pd.Int64Dtype(), pa.float32(): pd.Float32Dtype(), pa.int8(): pd.Int8Dtype()}
 SHARD_ROW_BYTES = 2048
+ITEM_BATCH = 65_536  # items per row group of items.parquet, streamed from the sort
 READ_DTYPES = {f.name: DTYPES[f.type] for f in INTERACTIONS if f.type in DTYPES}  # timestamp, rating, click
 
 
@@ -57,10 +64,13 @@ def _part_name(shard: int, domain: int | None = None) -> str:
     return f"part-{shard:05d}.parquet" if domain is None else f"part-d{domain:02d}-{shard:05d}.parquet"
 
 
-def _read_part(src, part, index: int, scratch: str) -> dict:
-    """Read one source part; its interactions go to scratch, everything else back to the driver."""
+def _read_part(src, part, index: int, scratch: str) -> tuple[dict, pd.DataFrame | None]:
+    """Read one source part; its interactions go to scratch, its items (their ids checked) to the object
+    store as the second return value, their keys and everything else back to the driver."""
     rejects = Rejects()
     t = read_source(src, rejects, part)
+    items = C.reject_null_items(src.label, t.items, rejects)
+    items = items.assign(_source=src.label, _seq=(np.int64(index) << 40) + np.arange(len(items), dtype=np.int64))
     inter = t.interactions
     has_domain = "domain" in inter.columns
     inter = inter.reindex(columns=[c for c in PARSED if c not in ("_source", "_seq")])
@@ -68,8 +78,21 @@ def _read_part(src, part, index: int, scratch: str) -> dict:
     inter["_seq"] = (np.int64(index) << 40) + np.arange(len(inter), dtype=np.int64)
     storage.write_parquet(pa.Table.from_pandas(inter, preserve_index=False), storage.join(scratch, _part_name(index)))
     users = inter["user_id"].value_counts()
-    return {"tables": SourceTables(items=t.items, interactions=inter.iloc[:0], read=t.read, files=t.files, notes=t.notes),
-            "rejects": rejects, "has_domain": has_domain, "users": users}
+    return ({"tables": SourceTables(items=t.items.iloc[:0], interactions=inter.iloc[:0], read=t.read, files=t.files,
+                                    notes=t.notes),
+             "keys": items[["domain", "item_id", "_source", "_seq"]], "rejects": rejects, "has_domain": has_domain,
+             "users": users}, items if len(items) else None)
+
+
+def _finish_items(items: pd.DataFrame, fates: np.ndarray, index: int, output: str, text_format: str) -> pa.Table:
+    """Step 5, one part's items: the rows ``item_fates`` rejected written as the part's rejects (the driver
+    counted them), the kept ones with their text, in the corpus's schema."""
+    rejects = Rejects()
+    kept = C.reject_fates(items, fates, rejects)
+    if rejects.total():
+        storage.write_parquet(rejects.to_table(), storage.join(Corpus(output).rejects, f"part-items-{index:05d}.parquet"))
+    kept = kept.assign(text=format_items(kept, text_format))
+    return pa.Table.from_pandas(kept[ITEMS.names], schema=ITEMS, preserve_index=False)
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
@@ -94,7 +117,12 @@ def _clean_shard(rows: pd.DataFrame, output: str, item_keys: dict, has_domain: d
         inter = inter.drop(columns=["_shard", "_seq"]).reset_index(drop=True)
         if not has_domain[label]:
             inter = inter.drop(columns=["domain"])
-        kept.append(C.clean_interactions(label, inter, _get(item_keys)[label], rejects))
+        # the source's item keys (Arrow, shared through the object store) of the ids these rows name: the
+        # checks look up only those, so the shard never holds every item's key as Python objects
+        keys = _get(item_keys)[label]
+        named = pa.array(inter["item_id"].dropna().astype(str).unique(), pa.string())
+        keys = keys.filter(pc.is_in(keys["item_id"], value_set=named)).to_pandas()
+        kept.append(C.clean_interactions(label, inter, keys, rejects))
     inter = splits.order(pd.concat(kept, ignore_index=True)) if kept else rows.iloc[:0]
     storage.write_parquet(pa.Table.from_pandas(inter[INTERACTIONS.names], schema=INTERACTIONS, preserve_index=False),
                           storage.join(corpus.interactions, _part_name(shard)))
@@ -150,15 +178,17 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     for name in (*Corpus.FILES.values(), Corpus.pairs_dir, SCRATCH):  # an earlier, unfinished run's parts
         storage.remove(corpus.path(name))
 
-    # 1. read, in parallel
+    # 1. read, in parallel; each part's items stay in the object store (its second return value)
     parts = [(src, part) for src in cfg.sources for part in source_parts(src, cfg.part_bytes)]
-    read = ray.remote(num_cpus=1)(_read_part)
-    results = ray.get([read.remote(src, part, i, scratch) for i, (src, part) in enumerate(parts)])
+    read = ray.remote(num_cpus=1, num_returns=2)(_read_part)
+    refs = [read.remote(src, part, i, scratch) for i, (src, part) in enumerate(parts)]
+    results, item_refs = ray.get([r for r, _ in refs]), [i for _, i in refs]
+    at = np.cumsum([0, *(len(r["keys"]) for r in results)])  # where each part's items sit among all items' keys
     log(f"[corpus] read {len(parts)} part(s) of {len(cfg.sources)} source(s) ({time.perf_counter() - t_start:.1f} s)")
 
-    # 2. items, per source, on the driver
+    # 2. items' keys, per source, on the driver (their text and raw lines stay in the object store)
     rejects = Rejects()
-    reports, item_frames, item_keys, has_domain = [], [], {}, {}
+    reports, key_frames, item_keys, has_domain = [], [], {}, {}
     for src in cfg.sources:
         mine = [r for (s, _), r in zip(parts, results) if s is src]
         for r in mine:
@@ -166,17 +196,21 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
         read_counts: Counter = Counter()
         for r in mine:
             read_counts.update(r["tables"].read)
-        # a part past a file's first holds no items: left out, so the columns keep their readers' dtypes
-        items = [r["tables"].items for r in mine if len(r["tables"].items)] or [mine[0]["tables"].items]
-        tables = SourceTables(items=pd.concat(items, ignore_index=True),
-                                interactions=mine[0]["tables"].interactions, read=dict(read_counts),
-                                files=list(dict.fromkeys(f for r in mine for f in r["tables"].files)),
-                                notes=list(dict.fromkeys(n for r in mine for n in r["tables"].notes)))
-        items = C.clean_items(src.label, tables.items, rejects)
-        item_frames.append(items.assign(_source=src.label))
-        item_keys[src.label] = items[["domain", "item_id"]].reset_index(drop=True)
+        tables = SourceTables(items=mine[0]["tables"].items, interactions=mine[0]["tables"].interactions,
+                              read=dict(read_counts),
+                              files=list(dict.fromkeys(f for r in mine for f in r["tables"].files)),
+                              notes=list(dict.fromkeys(n for r in mine for n in r["tables"].notes)))
+        keys = pd.concat([r["keys"] for r in mine], ignore_index=True)
+        key_frames.append(keys)
+        # the keys clean_items would keep (its duplicates dropped) as the interactions' checks read them
+        kept_keys = keys.drop_duplicates(["domain", "item_id"])[["domain", "item_id"]]
+        item_keys[src.label] = pa.Table.from_pandas(kept_keys.astype(str), preserve_index=False)
         has_domain[src.label] = mine[0]["has_domain"]
         reports.append(C.source_report(src, tables))
+    keys = pd.concat(key_frames, ignore_index=True)
+    del key_frames
+    for r in results:
+        del r["keys"]
 
     # 3. the shuffle: users' shards, each cleaned and ordered by one task
     user_rows = pd.concat([r["users"] for r in results]).groupby(level=0).sum()
@@ -205,11 +239,16 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     log(f"[corpus] {len(cleaned)} shard(s) cleaned and ordered ({time.perf_counter() - t_start:.1f} s)")
 
     used = {tuple(k) for r in cleaned for k in r["used"]}
-    items = C.finish_items(pd.concat(item_frames, ignore_index=True), used, cfg, rejects)
+    fates = C.item_fates(keys, used if cfg.drop_items_without_interactions else None)
+    del used
+    items = C.sort_items(keys.loc[fates == C.KEPT])  # the kept items' keys, in the corpus's order
     kept: dict[str, dict[str, int]] = {}
     for rep in reports:
         kept[rep["name"]] = {"items": int((items["_source"] == rep["name"]).sum()),
                              "interactions": int(sum(r["kept"].get(rep["name"], 0) for r in cleaned))}
+    for (label, reason), n in pd.Series(fates).groupby([keys["_source"].to_numpy(), fates]).size().items():
+        if reason != C.KEPT:  # counted here, written by the items' tasks below
+            rejects.counts[(label, "items", reason)] += int(n)
     C.check_counts(reports, kept, rejects)
 
     # 4. the split, one task per shard
@@ -226,6 +265,14 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     split.sort(key=lambda r: r["shard"])
     log(f"[corpus] {len(split)} shard(s) split ({time.perf_counter() - t_start:.1f} s)")
 
+    # 5. the items: each part's rejected rows written, the kept ones given their text (a task per part), then
+    # sorted by Ray Data and streamed into one file
+    finish = ray.remote(num_cpus=IO_CPUS)(_finish_items)
+    tables = [finish.remote(ref, fates[at[i]:at[i + 1]], i, out, cfg.text_format)
+              for i, ref in enumerate(item_refs) if at[i + 1] > at[i]]
+    del item_refs
+    sorted_items = ray.data.from_arrow_refs(tables).sort(["domain", "item_id"])
+
     stats = [pa.ipc.open_stream(r["item_stats"]).read_all() for r in split]
     for r in split:
         r["counts"] = json.loads(r["counts"])
@@ -236,7 +283,8 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     split_report = C.merge_split_report(cfg, parts_, held, val_users, item_stats, {})
 
     t_write = time.perf_counter()
-    storage.write_parquet(pa.Table.from_pandas(items[ITEMS.names], schema=ITEMS, preserve_index=False), corpus.items)
+    storage.write_parquet_batches(lambda: sorted_items.iter_batches(batch_format="pyarrow", batch_size=ITEM_BATCH),
+                                  ITEMS, corpus.items)
     storage.write_parquet(item_stats, corpus.item_stats)
     storage.write_parquet(rejects.to_table(), storage.join(corpus.rejects, "part-reads.parquet"))
     manifest = C.build_manifest(cfg, reports, items, C.merge_domain_counts([r["domains"] for r in cleaned]), len(users),
