@@ -2,6 +2,7 @@
 
     python benchmarks/scale.py --items 100000 --interactions 800000 --work /tmp/scale
     python benchmarks/scale.py --items 1000000 --interactions 8000000 --work /tmp/scale
+    python benchmarks/scale.py --items 4500000 --interactions 35000000 --work /tmp/scale --corpus-engine ray
     python benchmarks/scale.py --plot --work /tmp/scale        # table + log-log plot of what ran
 
 Each size gets its own folder under ``--work`` (the generated corpus, the run config, every stage's
@@ -45,9 +46,10 @@ from recbase.embed.encoder import to_arrow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # stage -> (job, its overrides); corpus_ray prepares the same corpus over Ray Data (data.engine=ray) beside
-# it, into its own folder (the later stages read the one-process corpus)
+# it, into its own folder (the later stages read the one-process corpus), or with --corpus-engine ray in
+# the corpus's place, for the later stages to read
 STAGES = {"corpus": ("prepare_corpus", []),
-          "corpus_ray": ("prepare_corpus", ["data.engine=ray", "data.output={work}/corpus_ray"]),
+          "corpus_ray": ("prepare_corpus", ["data.engine=ray", "data.output={corpus_ray}"]),
           "embed": ("embed", []), "tokenize": ("train_tokenizer", []), "pretrain": ("pretrain", []),
           "evaluate": ("evaluate", [])}
 
@@ -134,7 +136,9 @@ def measure(cmd: list[str], log_path: str, timeout: float, cap_gib: float = 0) -
                 pass
     top = sorted(peaks.values(), key=lambda p: -p[0])[:4]
     gib = lambda b: round(b / 2**30, 3)
+    driver = peaks.get(proc.pid, [0, [], 0])  # the job's own process (the Ray driver)
     return {"seconds": round(time.perf_counter() - t0, 1), "rc": rc, "stopped": stopped,
+            "driver_gib": gib(driver[0]), "driver_private_gib": gib(driver[2]),
             "largest_gib": gib(top[0][0]) if top else 0.0, "summed_gib": gib(summed),
             "largest_private_gib": gib(max((p[2] for p in peaks.values()), default=0)),
             "summed_private_gib": gib(summed_private),
@@ -188,6 +192,9 @@ def main() -> None:
     p.add_argument("--items", type=int)
     p.add_argument("--interactions", type=int)
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    p.add_argument("--corpus-engine", choices=["pandas", "ray"], default="pandas",
+                   help="what prepares the corpus the later stages read: ray = the corpus_ray stage in the corpus "
+                        "stage's place (for sizes one process cannot hold)")
     p.add_argument("--tokenizer-epochs", type=int, default=2)
     p.add_argument("--tokenizer-items", type=int, default=100_000, help="tokenizer.train_items")
     p.add_argument("--steps", type=int, default=20)
@@ -230,7 +237,11 @@ def main() -> None:
     cfg_path = os.path.join(work, "run.yaml")
     with open(cfg_path, "w") as f:
         yaml.safe_dump(run_config(work, synthetic, model, args), f, sort_keys=False)
-    for stage in args.stages:
+    stages = args.stages
+    if args.corpus_engine == "ray":
+        stages = [s for s in stages if s != "corpus_ray"]
+        stages = ["corpus_ray" if s == "corpus" else s for s in stages]
+    for stage in stages:
         if run_stage(stage, work, cfg_path, args, results)["rc"] != 0:
             print(f"  {stage} failed: the later stages need its output; see {work}/{stage}.log")
             break
@@ -239,14 +250,16 @@ def main() -> None:
 def run_stage(stage: str, work: str, cfg_path: str, args, results: str, **tags) -> dict:
     """One stage as a user runs it, measured; its row appended to ``results``."""
     job, overrides = STAGES[stage]
-    cmd = [sys.executable, f"jobs/{job}.py", "--config", cfg_path, *(o.format(work=work) for o in overrides)]
+    corpus_ray = f"{work}/corpus" if args.corpus_engine == "ray" else f"{work}/corpus_ray"
+    cmd = [sys.executable, f"jobs/{job}.py", "--config", cfg_path,
+           *(o.format(work=work, corpus_ray=corpus_ray) for o in overrides)]
     r = measure(cmd, os.path.join(work, f"{stage}.log"), args.timeout, args.memory_cap)
     row = {"stage": stage, "items": args.items, "interactions": args.interactions or 0, **tags, **r}
     with open(results, "a") as f:
         f.write(json.dumps(row) + "\n")
     print(f"{stage:9s} {r['seconds']:8.1f} s  largest {r['largest_gib']:.2f} GiB  summed {r['summed_gib']:.2f} GiB "
-          f"(private: {r['largest_private_gib']:.2f} / {r['summed_private_gib']:.2f})  exit {r['rc']} {r['stopped']}",
-          flush=True)
+          f"(private: {r['largest_private_gib']:.2f} / {r['summed_private_gib']:.2f})  driver {r['driver_gib']:.2f} GiB  "
+          f"exit {r['rc']} {r['stopped']}", flush=True)
     for p in r["largest_processes"]:
         print(f"    {p['gib']:.2f} GiB ({p['private_gib']:.2f} private)  {' | '.join(p['titles'])}", flush=True)
     return row

@@ -77,3 +77,42 @@ def test_a_synthetic_amazon_corpus_in_parallel_parts_and_shards(tmp_path, ray_se
 def test_the_ray_engine_refuses_sources_that_bring_their_own_pairs(tmp_path):
     with pytest.raises(config.ConfigError, match="data.engine=ray does not read kind=recbench"):
         data_config(tmp_path, [{"kind": "recbench", "path": str(tmp_path)}], engine="ray")
+
+
+def _amazon_dir(root, categories: dict[str, list[str]], users: int, seed: int) -> str:
+    """A small Amazon Reviews 2023 directory: per category its items (parent_asin values, repeats kept)
+    and every user's reviews of all of that category's distinct items."""
+    import json
+    import random
+
+    root.mkdir(parents=True)
+    rnd = random.Random(seed)
+    for cat, asins in categories.items():
+        with open(root / f"meta_{cat}.jsonl", "w") as f:
+            for n, a in enumerate(asins):
+                f.write(json.dumps({"title": f"{cat} item {a} #{n}", "store": cat, "parent_asin": a}) + "\n")
+        with open(root / f"{cat}.jsonl", "w") as f:
+            for u in range(users):
+                for k, a in enumerate(sorted(set(asins) - {"B-unused"})):
+                    f.write(json.dumps({"rating": float(rnd.randint(1, 5)), "parent_asin": a, "user_id": f"U{u:03d}",
+                                        "timestamp": 1_600_000_000_000 + 60_000 * (u * 100 + k) + 1000 * ord(cat[0])}) + "\n")
+    return str(root)
+
+
+def test_duplicate_and_unused_items_get_the_pandas_fates(tmp_path, ray_session):
+    # within a category, across two categories of one source mapped to one domain (two read parts), and
+    # across sources: the first listed source's first row is kept; an item nobody rated is rejected as unused
+    one = _amazon_dir(tmp_path / "one", {"X": ["B1", "B2", "B2", "B3", "B-unused"], "Y": ["B1", "B4"]}, 30, 0)
+    two = _amazon_dir(tmp_path / "two", {"Z": ["B2", "B5", "B5"]}, 30, 1)
+    src = [{"kind": "amazon2023", "path": one, "domain": "Shop", "name": "one"},
+           {"kind": "amazon2023", "path": two, "domain": "Shop", "name": "two"}]
+    pandas_corpus.prepare(data_config(tmp_path / "pandas", src, min_history=3), log=lambda s: None)
+    m = ray_corpus.prepare(data_config(tmp_path / "ray", src, min_history=3, engine="ray", part_bytes=1000),
+                           log=lambda s: None)
+    assert m["parts"] > 3  # the categories' reviews read as several line ranges
+    items = {s["name"]: s["rejected"]["items"] for s in m["sources"]}
+    assert list(items.values()) == [{"duplicate_item": 2, "item_without_interactions": 1}, {"duplicate_item": 2}]
+    kept = storage.read_parquet(Corpus(str(tmp_path / "ray" / "corpus")).items)
+    assert kept.column("item_id").to_pylist() == ["B1", "B2", "B3", "B4", "B5"]
+    assert kept.column("title").to_pylist()[:2] == ["X item B1 #0", "X item B2 #1"]  # the first rows kept
+    assert_same_corpus(tmp_path / "pandas" / "corpus", tmp_path / "ray" / "corpus")
