@@ -188,7 +188,9 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
 
     # 2. items' keys, per source, on the driver (their text and raw lines stay in the object store)
     rejects = Rejects()
-    reports, key_frames, item_keys, has_domain = [], [], {}, {}
+    # every item's key in the parts' order (sources first to last, as ``parts``), which ``at`` indexes
+    keys = pd.concat([r["keys"] for r in results], ignore_index=True)
+    reports, item_keys, has_domain = [], {}, {}
     for src in cfg.sources:
         mine = [r for (s, _), r in zip(parts, results) if s is src]
         for r in mine:
@@ -200,15 +202,12 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
                               read=dict(read_counts),
                               files=list(dict.fromkeys(f for r in mine for f in r["tables"].files)),
                               notes=list(dict.fromkeys(n for r in mine for n in r["tables"].notes)))
-        keys = pd.concat([r["keys"] for r in mine], ignore_index=True)
-        key_frames.append(keys)
         # the keys clean_items would keep (its duplicates dropped) as the interactions' checks read them
-        kept_keys = keys.drop_duplicates(["domain", "item_id"])[["domain", "item_id"]]
+        mine_keys = pd.concat([r["keys"][["domain", "item_id"]] for r in mine], ignore_index=True)
+        kept_keys = mine_keys.drop_duplicates(["domain", "item_id"])
         item_keys[src.label] = pa.Table.from_pandas(kept_keys.astype(str), preserve_index=False)
         has_domain[src.label] = mine[0]["has_domain"]
         reports.append(C.source_report(src, tables))
-    keys = pd.concat(key_frames, ignore_index=True)
-    del key_frames
     for r in results:
         del r["keys"]
 
