@@ -411,8 +411,8 @@ class PretrainConfig:
 # evaluation stage
 
 
-BASELINE = Literal["popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "content_like_rate", "like_share",
-                   "like_rate_share", "text_similarity", "llm", "prior_only"]
+BASELINE = Literal["popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "content_like_rate", "item_prior",
+                   "like_share", "like_rate_share", "item_prior_share", "text_similarity", "llm", "prior_only"]
 
 
 @dataclass(frozen=True)
@@ -432,17 +432,26 @@ class EvalConfig:
     # histories hold non-liked items; the model's score alone stays in the table as a diagnostic row.
     # One number for every dataset, or a weight per dataset: a mapping from a dataset's name
     # (unseen_users) or its kind, the name's last "_" part (users: unseen_users and validation_users),
-    # to its weight, "*" for any other dataset; one it does not reach gets 0 (like_share_weight_for)
+    # to its weight, "*" for any other dataset; one it does not reach gets 0 (weight_for)
     like_share_weight: float | dict[str, float] = 0.0
+    # RecBase's score plus this times the item prior's logit (the item_prior baseline: the pretraining users'
+    # like rate of the candidate, smoothed toward the content ridge's prediction; for an unseen domain's item,
+    # the ridge's), minus prior_only_weight times the same model's score reading no history (the model's own
+    # item prior): the history's part of the model on the corpus's count-and-content prior. Weights as
+    # like_share_weight's (one number, or per dataset name / kind / "*"); 0: off. The model's score alone
+    # stays in the table as a diagnostic row.
+    item_prior_weight: float | dict[str, float] = 0.0
+    prior_only_weight: float | dict[str, float] = 0.0
     # what a user would compare with (recbase/eval/baselines.py): popularity in the evaluation histories,
     # popularity / like rate among the pretraining users, the like rate of an item's nearest pretraining
     # items (content), a ridge regression of like rates on embeddings (content), the user's like share in
     # the history (where histories hold non-liked items), the like rate and the like share together (the
-    # sum of their logits), text similarity, the prompted LLM;
+    # sum of their logits), the item prior (the like rate smoothed toward the content ridge) and with the like
+    # share, text similarity, the prompted LLM;
     # prior_only is RecBase reading no history (what the history adds)
     baselines: tuple[BASELINE, ...] = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate",
-                                       "content_like_rate", "like_share", "like_rate_share", "text_similarity", "llm",
-                                       "prior_only")
+                                       "content_like_rate", "item_prior", "like_share", "like_rate_share",
+                                       "item_prior_share", "text_similarity", "llm", "prior_only")
     # the content baselines (knn_like_rate, content_like_rate) draw on at most this many pretraining items, the
     # most interacted with first (0: every item): the nearest-item search per candidate and the ridge fit
     # stop growing with the catalogue, and evaluation reads only the embeddings of the evaluated items and
@@ -481,15 +490,21 @@ class EvalConfig:
             raise ConfigError("eval.batch_users must be >= 1, max_history_items >= 0")
         if self.content_pool_items < 0:
             raise ConfigError(f"eval.content_pool_items must be >= 0 (0 = every item), got {self.content_pool_items}")
-        w = self.like_share_weight
-        if any(v < 0 for v in (w.values() if isinstance(w, dict) else (w,))):
-            raise ConfigError(f"eval.like_share_weight must be >= 0 (a number, or one per dataset), got {w}")
+        for name in ("like_share_weight", "item_prior_weight", "prior_only_weight"):
+            w = getattr(self, name)
+            if any(v < 0 for v in (w.values() if isinstance(w, dict) else (w,))):
+                raise ConfigError(f"eval.{name} must be >= 0 (a number, or one per dataset), got {w}")
 
-    def like_share_weight_for(self, dataset: str) -> float:
-        """``like_share_weight`` for one dataset (its label: a corpus eval name, a file's or directory's
-        name): the number, or the mapping's weight for the name, else for its kind (the part after the last
-        "_"), else for "*", else 0."""
-        w = self.like_share_weight
+    def uses(self, name: str) -> bool:
+        """Whether the score weight ``name`` is on for any dataset."""
+        w = getattr(self, name)
+        return any(v > 0 for v in (w.values() if isinstance(w, dict) else (w,)))
+
+    def weight_for(self, name: str, dataset: str) -> float:
+        """The score weight ``name`` (like_share_weight, item_prior_weight, prior_only_weight) for one dataset
+        (its label: a corpus eval name, a file's or directory's name): the number, or the mapping's weight for
+        the name, else for its kind (the part after the last "_"), else for "*", else 0."""
+        w = getattr(self, name)
         if not isinstance(w, dict):
             return w
         for key in (dataset, dataset.rsplit("_", 1)[-1], "*"):

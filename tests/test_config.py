@@ -73,12 +73,15 @@ def test_bad_configs_fail_with_the_key_named(override, message):
     assert message in str(e.value)
 
 
-def test_like_share_weight_is_one_number_or_one_per_dataset_name_or_kind():
-    assert config.load(None, ["eval.like_share_weight=2"]).eval.like_share_weight_for("unseen_users") == 2.0
-    e = config.load(None, ["eval.like_share_weight={domains: 5, unseen_users: 0.5, users: 1, '*': 1.5}"]).eval
+@pytest.mark.parametrize("name", ["like_share_weight", "item_prior_weight", "prior_only_weight"])
+def test_score_weights_are_one_number_or_one_per_dataset_name_or_kind(name):
+    assert config.load(None, [f"eval.{name}=2"]).eval.weight_for(name, "unseen_users") == 2.0
+    e = config.load(None, [f"eval.{name}={{domains: 5, unseen_users: 0.5, users: 1, '*': 1.5}}"]).eval
     names = ("unseen_domains", "validation_domains", "unseen_users", "validation_users", "movies-rb")
-    assert [e.like_share_weight_for(n) for n in names] == [5.0, 5.0, 0.5, 1.0, 1.5]  # name, then kind, then *
-    assert config.load(None, ["eval.like_share_weight={users: 1}"]).eval.like_share_weight_for("unseen_domains") == 0.0
+    assert [e.weight_for(name, n) for n in names] == [5.0, 5.0, 0.5, 1.0, 1.5]  # name, then kind, then *
+    assert config.load(None, [f"eval.{name}={{users: 1}}"]).eval.weight_for(name, "unseen_domains") == 0.0
+    with pytest.raises(ConfigError, match=f"eval.{name} must be >= 0"):
+        config.load(None, [f"eval.{name}={{users: -1}}"])
 
 
 def test_missing_config_file_is_named(tmp_path):

@@ -106,7 +106,7 @@ def test_like_rate_baselines_count_the_pretraining_users_only():
     # the shared scorer (evaluate job and validation levers) gives the same scores, asks for its inputs
     scores, errors = baselines.score((*baselines.NO_MODEL, "llm"), groups, len(pairs), stats, table, knn_k=1, like_prior=10)
     assert set(scores) == set(baselines.NO_MODEL)
-    assert set(errors) == {"text_similarity", "knn_like_rate", "content_like_rate"}
+    assert set(errors) == {"text_similarity", "knn_like_rate", "content_like_rate", "item_prior"}
     np.testing.assert_allclose(scores["like_rate"], rate)
     # the like rate and the user's like share in one score: the sum of their logits
     np.testing.assert_allclose(scores["like_rate_share"], np.log(rate / (1 - rate))
@@ -192,7 +192,7 @@ def test_item_stats_kept_for_the_candidates_and_pool_score_as_the_whole_table():
     kept = baselines.ItemStats.for_items(table, arrow_item_keys(pa.Table.from_pandas(pairs)), pool=60)
     assert len(kept.interactions) < 200 and kept.p0 == full.p0
     assert list(kept.index[kept.pool(60)]) == list(full.index[full.pool(60)])
-    wanted = ["popularity_pretrain", "like_rate", "knn_like_rate", "content_like_rate", "like_rate_share"]
+    wanted = ["popularity_pretrain", "like_rate", "knn_like_rate", "content_like_rate", "item_prior", "like_rate_share"]
     a, _ = baselines.score(wanted, groups, 50, full, emb, pool=60)
     b, _ = baselines.score(wanted, groups, 50, kept, emb, pool=60)
     for m in wanted:
@@ -240,6 +240,40 @@ def test_content_like_rate_regresses_like_rates_on_embeddings_for_items_never_se
     # the fitted logit of an item it never saw follows the true one: same order, near the same value
     np.testing.assert_array_equal(np.argsort(scores), np.argsort(vec[60:, 0]))
     np.testing.assert_allclose(scores, 4 * vec[60:, 0], atol=0.3)
+
+
+def test_item_prior_is_the_like_rate_smoothed_toward_the_content_ridge():
+    # 60 pretraining items whose like rate rises along the first embedding axis; candidates: 2 rated items
+    # (one by 1,000 users, one by 2) and 2 items no pretraining user touched
+    rng = np.random.default_rng(0)
+    vec = rng.normal(size=(62, 8))
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    n = np.array([500] * 58 + [1000, 2])
+    liked = np.round(n / (1 + np.exp(-4 * vec[:60, 0])))
+    liked[58], liked[59] = 100, 2  # the much-rated item is disliked whatever its content; the other: 2 of 2
+    stats = baselines.ItemStats(pd.DataFrame({"domain": ["p"] * 60, "item_id": [str(i) for i in range(60)],
+                                              "interactions": n, "liked": liked}))
+    table = baselines.EmbeddingTable(["p"] * 62, [str(i) for i in range(62)], vec)
+    pairs = pd.DataFrame({"user_id": ["u"] * 4, "history_domains": [["p"]] * 4, "history_item_ids": [["0"]] * 4,
+                          "history_feedback": [[1]] * 4, "domain": ["p"] * 4, "item_id": ["58", "59", "60", "61"],
+                          "click": [1, 0, 1, 0]})
+    groups = group_pairs(pairs)
+    prior, errors = baselines.item_prior(groups, 4, table, stats, prior=10)
+    ridge, _ = baselines.content_like_rate(groups, 4, table, stats)
+    assert errors == {"unknown_candidates": 0}
+    q = 1 / (1 + np.exp(-ridge))
+    expected = (np.array([100, 2, 0, 0]) + 10 * q) / (np.array([1000, 2, 0, 0]) + 10)
+    np.testing.assert_allclose(prior, np.log(expected / (1 - expected)))
+    np.testing.assert_allclose(prior[2:], ridge[2:])  # unseen: the ridge's logit itself
+    assert abs(prior[0] - np.log(100 / 900)) < 0.1 and ridge[0] > prior[0] + 1  # much-rated: its own like rate
+    assert ridge[1] < prior[1] < ridge[1] + 1  # rated by 2 (both liked): near the content ridge, pulled up
+    # RecBase's reported score: the model's, less alpha x its no-history score, plus beta x the item prior,
+    # plus the like-share offset; every weight 0: the model's score
+    model, no_history = np.array([0.5, -1.0, 2.0, 0.0]), np.array([0.2, 0.1, 0.3, 0.4])
+    np.testing.assert_allclose(baselines.adjusted_score(model, groups, 4), model)
+    np.testing.assert_allclose(baselines.adjusted_score(model, groups, 4, item_prior=2.0, prior_logits=prior,
+                                                        prior_only=0.5, no_history=no_history),
+                               model - 0.5 * no_history + 2.0 * prior)
 
 
 def test_groups_scores_and_counted_unknown_items():

@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from conftest import REPO
 from recbase import config, storage
 from recbase.artifacts import ExportedModel
-from recbase.eval import baselines, llm, scoring
+from recbase.eval import baselines, llm, metrics, scoring
 from recbase.launch import evaluate, finetune
 from recbase.model.vocab import ItemIndex
 
@@ -63,28 +63,36 @@ def test_finetune_then_recbench_directory_end_to_end(pretrained_run, default_cor
     # fine-tuning data: a slice of the unseen-domain pairs (as a .parquet dataset), to keep the test short
     pairs = pd.read_parquet(f"{corpus}/eval/unseen_domains.parquet")
     small = pairs[pairs["user_id"].isin(pairs["user_id"].drop_duplicates().iloc[:50])]
-    small.to_parquet(tmp_path / "unseen_small.parquet", index=False)
+    # named as a domains dataset, so the default's per-kind score weights for domains apply to it
+    small.to_parquet(tmp_path / "unseen_small_domains.parquet", index=False)
     base = pretrained_run["overrides"] + [
         f"pretrain.output={model_out}", "pretrain.block_len=128", "pretrain.micro_batch_size=8",
         "pretrain.log_every=2", "eval.actors.concurrency=1", "eval.llm_max_users=2"]
     cfg = config.load(REPO / "jobs/configs/default.yaml", base + [
-        f"finetune.dataset={tmp_path / 'unseen_small.parquet'}", "finetune.steps=4", "finetune.warmup_steps=1",
-        "finetune.val_fraction=0.2", f"finetune.output={tmp_path / 'ft'}", "finetune.baselines=[popularity]"])
+        f"finetune.dataset={tmp_path / 'unseen_small_domains.parquet'}", "finetune.steps=4", "finetune.warmup_steps=1",
+        "finetune.val_fraction=0.2", f"finetune.output={tmp_path / 'ft'}", "finetune.baselines=[popularity, item_prior]"])
     messages: list[str] = []
     m = finetune.run(cfg.finetune, ExportedModel.find(str(model_out)), cfg.pretrain, cfg.eval, log=messages.append).manifest()
     print("\n".join(x for x in messages if x.startswith("[finetune]") or x.startswith("|")))
     assert m["steps"] == 4 and m["sequences"]["candidates_in_sequences"] == 0
     assert m["sequences"]["users"] == len(small[["user_id", "domain"]].drop_duplicates())  # a history per user and domain
-    assert set(m["summary"]["unseen_small"]) == {"recbase", "recbase_finetuned", "recbase_model_only", "popularity"}
-    # the default's like-share offset: both models' scores move by the same per-history constant, so
-    # every GAUC is the model's own
-    scored = pd.read_parquet(tmp_path / "ft/eval/scores/unseen_small.parquet")
+    name = "unseen_small_domains"
+    assert set(m["summary"][name]) == {"recbase", "recbase_finetuned", "recbase_model_only", "recbase_prior_only",
+                                       "popularity", "item_prior"}
+    # the default's score for a domains dataset: the model's history term (its score less its no-history
+    # score) on the item prior, plus the like-share offset; the fine-tuned model: the offset only
+    w = {k: cfg.eval.weight_for(f"{k}_weight", name) for k in ("like_share", "item_prior", "prior_only")}
+    assert all(v > 0 for v in w.values())
+    scored = pd.read_parquet(tmp_path / f"ft/eval/scores/{name}.parquet")
     groups = scoring.group_pairs(small)
-    offset = cfg.eval.like_share_weight_for("unseen_small") * baselines.like_share_log_odds(groups, len(small))
-    assert cfg.eval.like_share_weight_for("unseen_small") > 0
-    np.testing.assert_allclose(scored["recbase"] - scored["recbase_model_only"], offset, rtol=1e-6, atol=1e-6)
-    ft_results = storage.read_json(str(tmp_path / "ft/eval/results.json"))["datasets"]["unseen_small"]["methods"]
-    assert ft_results["recbase"]["gauc"] == pytest.approx(ft_results["recbase_model_only"]["gauc"])
+    offset = w["like_share"] * baselines.like_share_log_odds(groups, len(small))
+    np.testing.assert_allclose(scored["recbase"], scored["recbase_model_only"] - w["prior_only"] * scored["recbase_prior_only"]
+                               + w["item_prior"] * scored["item_prior"] + offset, rtol=1e-6, atol=1e-6)
+    ft_results = storage.read_json(str(tmp_path / "ft/eval/results.json"))["datasets"][name]["methods"]
+    # a per-history constant moves no GAUC
+    only_offset = scored["recbase"] - offset
+    assert ft_results["recbase"]["gauc"] == pytest.approx(metrics.pair_metrics(
+        small["click"].to_numpy(), scoring.history_ids(groups, len(small)), only_offset.to_numpy())["gauc"])
     assert "RecBase (fine-tuned)" in (tmp_path / "ft/eval/results.md").read_text()
     ft_history = storage.read_json(str(tmp_path / "ft/model/history.json"))
     assert ft_history[0]["loss"] < pretrained_run["manifest"]["baselines"]["uniform_val_loss"]  # not from scratch

@@ -10,10 +10,14 @@
 * ``content_like_rate``: a ridge regression, fitted on the pretraining items, of an item's like-rate
   logit on its embedding, read at the candidate's embedding — the content baseline a practitioner with
   embeddings and like counts would fit; zero-shot for unseen domains;
+* ``item_prior``: the candidate's like rate among the pretraining users, smoothed toward the content
+  ridge's prediction (not toward the overall rate): the like rate for much-rated items, the content
+  ridge's for items nobody in pretraining touched — one item prior for unseen users and unseen domains;
 * ``like_share``: the user's share of liked items in the evaluated history, one constant per history
   (only where histories hold non-liked items): it ranks users, not items, so its GAUC is 0.5;
 * ``like_rate_share``: the two together, the sum of the candidate's like-rate logit and the user's
   like-share log-odds (only where histories hold non-liked items): item and user in one count baseline;
+* ``item_prior_share``: the same with the item prior's logit: item (counts and content) and user in one;
 * ``text_similarity``: cosine of the candidate's embedding to the history's mean; the LLM is in llm.py.
 """
 from __future__ import annotations
@@ -35,10 +39,11 @@ KNN_NEIGHBOURS = 20
 # (chosen on validation domains: alpha 10 -> 0.651 GAUC, alpha 1 -> 0.641; docs/experiments.md, session 15)
 CONTENT_RIDGE_ALPHA = 10.0
 # the baselines scored here, without a model, and what each needs besides the pairs
-NO_MODEL = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "content_like_rate", "like_share",
-            "like_rate_share", "text_similarity")
-NEEDS_STATS = frozenset({"popularity_pretrain", "like_rate", "knn_like_rate", "content_like_rate", "like_rate_share"})
-NEEDS_EMBEDDINGS = frozenset({"text_similarity", "knn_like_rate", "content_like_rate"})
+NO_MODEL = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "content_like_rate", "item_prior",
+            "like_share", "like_rate_share", "item_prior_share", "text_similarity")
+NEEDS_STATS = frozenset({"popularity_pretrain", "like_rate", "knn_like_rate", "content_like_rate", "item_prior",
+                         "like_rate_share", "item_prior_share"})
+NEEDS_EMBEDDINGS = frozenset({"text_similarity", "knn_like_rate", "content_like_rate", "item_prior", "item_prior_share"})
 
 
 def overall_like_rate(liked: np.ndarray, interactions: np.ndarray) -> float:
@@ -156,6 +161,22 @@ def like_share_offset(groups: list[UserGroup], n_pairs: int, weight: float) -> n
     return weight * like_share_log_odds(groups, n_pairs)
 
 
+def adjusted_score(model: np.ndarray, groups: list[UserGroup], n_pairs: int, like_share: float = 0.0,
+                   item_prior: float = 0.0, prior_logits: np.ndarray | None = None, prior_only: float = 0.0,
+                   no_history: np.ndarray | None = None) -> np.ndarray:
+    """RecBase's score as the evaluation reports it (``eval.*_weight``): the model's [n_pairs], minus
+    ``prior_only`` x the same model's score with no history (``no_history``), plus ``item_prior`` x the item
+    prior's logit (``prior_logits``, ``item_prior()``), plus ``like_share_offset``. Each weight 0 adds nothing
+    (and needs no scores)."""
+    out = np.asarray(model, dtype=np.float64)
+    if prior_only > 0:
+        out = out - prior_only * no_history
+    if item_prior > 0:
+        out = out + item_prior * prior_logits
+    offset = like_share_offset(groups, n_pairs, like_share)
+    return out if offset is None else out + offset
+
+
 def histories_hold_dislikes(groups: list[UserGroup]) -> bool:
     return any(f != LIKED for g in groups for f in g.history_feedback)
 
@@ -266,25 +287,48 @@ def knn_like_rate(groups: list[UserGroup], n_pairs: int, table: EmbeddingTable, 
     return scores, errors
 
 
-def content_like_rate(groups: list[UserGroup], n_pairs: int, table: EmbeddingTable, stats: ItemStats,
-                      alpha: float = CONTENT_RIDGE_ALPHA, prior: float = LIKE_RATE_PRIOR,
-                      pool: int = 0) -> tuple[np.ndarray, dict]:
-    """The predicted like-rate logit of each candidate: scikit-learn's ridge regression of the pretraining
-    items' smoothed like-rate logits on their (unit) embeddings, weighted by sqrt(interactions); fitted on
-    ``stats.pool(pool)``'s items."""
+def _content_fit(stats: ItemStats, table: EmbeddingTable, alpha: float, prior: float, pool: int):
+    """scikit-learn's ridge regression of the pretraining items' smoothed like-rate logits on their (unit)
+    embeddings, weighted by sqrt(interactions), fitted on ``stats.pool(pool)``'s items (None: under 2 items)."""
     from sklearn.linear_model import Ridge
 
     rows, emb = _pool_rows(stats, table, pool)
+    if len(rows) < 2:
+        return None
+    rate = stats.rate(rows, prior)  # [M]
+    return Ridge(alpha=alpha).fit(table.vectors[emb], np.log(rate / (1.0 - rate)),
+                                  sample_weight=np.sqrt(stats.interactions[rows]))
+
+
+def content_like_rate(groups: list[UserGroup], n_pairs: int, table: EmbeddingTable, stats: ItemStats,
+                      alpha: float = CONTENT_RIDGE_ALPHA, prior: float = LIKE_RATE_PRIOR,
+                      pool: int = 0) -> tuple[np.ndarray, dict]:
+    """The predicted like-rate logit of each candidate: the content ridge (``_content_fit``) read at the
+    candidate's embedding."""
     pair_rows, items, of_pair, unknown = _candidate_items(groups, table)
     scores = np.full(n_pairs, np.nan)
     errors = {"unknown_candidates": unknown}
-    if len(rows) < 2:
-        return scores, errors
-    rate = stats.rate(rows, prior)  # [M]
-    fit = Ridge(alpha=alpha).fit(table.vectors[emb], np.log(rate / (1.0 - rate)),
-                                 sample_weight=np.sqrt(stats.interactions[rows]))
-    if len(items):
+    fit = _content_fit(stats, table, alpha, prior, pool)
+    if fit is not None and len(items):
         scores[pair_rows] = fit.predict(table.vectors[items])[of_pair]  # [P]
+    return scores, errors
+
+
+def item_prior(groups: list[UserGroup], n_pairs: int, table: EmbeddingTable, stats: ItemStats,
+               alpha: float = CONTENT_RIDGE_ALPHA, prior: float = LIKE_RATE_PRIOR,
+               pool: int = 0) -> tuple[np.ndarray, dict]:
+    """The candidate's like-rate logit among the pretraining users, smoothed toward the content ridge's
+    prediction q instead of the overall rate: (liked + prior q) / (interactions + prior). An item no
+    pretraining user touched (an unseen domain's) scores q itself; a much-rated one, its own like rate."""
+    scores, errors = content_like_rate(groups, n_pairs, table, stats, alpha, prior, pool)
+    q = 1.0 / (1.0 + np.exp(-scores))  # [P] NaN where the candidate has no embedding
+    for g in groups:
+        r = stats.rows(g.domains, g.item_ids)  # [C]
+        ok = r >= 0
+        n = np.where(ok, stats.interactions[np.maximum(r, 0)], 0.0)
+        k = np.where(ok, stats.liked[np.maximum(r, 0)], 0.0)
+        rate = (k + prior * q[g.rows]) / (n + prior)
+        scores[g.rows] = np.log(rate / (1.0 - rate))
     return scores, errors
 
 
@@ -319,4 +363,10 @@ def score(wanted, groups: list[UserGroup], n_pairs: int, stats: ItemStats | None
     if "content_like_rate" in wanted:
         scores["content_like_rate"], errors["content_like_rate"] = content_like_rate(groups, n_pairs, table, stats,
                                                                                      prior=like_prior, pool=pool)
+    if "item_prior" in wanted or "item_prior_share" in wanted and histories_hold_dislikes(groups):
+        prior, errors["item_prior"] = item_prior(groups, n_pairs, table, stats, prior=like_prior, pool=pool)
+        if "item_prior" in wanted:
+            scores["item_prior"] = prior
+        if "item_prior_share" in wanted and histories_hold_dislikes(groups):
+            scores["item_prior_share"] = prior + like_share_log_odds(groups, n_pairs)
     return scores, errors

@@ -10,8 +10,10 @@ METHOD_NAMES = {"recbase": "RecBase (zero-shot)", "recbase_finetuned": "RecBase 
                 "popularity": "Popularity (evaluation histories)", "popularity_pretrain": "Popularity (pretraining users)",
                 "like_rate": "Like rate (pretraining users)", "knn_like_rate": "Like rate of nearest items (content)",
                 "content_like_rate": "Like rate regressed on content (ridge)",
+                "item_prior": "Like rate smoothed toward content (item prior)",
                 "like_share": "User's like share (per history)",
-                "like_rate_share": "Like rate + user's like share (logits)", "text_similarity": "Text similarity",
+                "like_rate_share": "Like rate + user's like share (logits)",
+                "item_prior_share": "Item prior + user's like share (logits)", "text_similarity": "Text similarity",
                 "llm": "LLM (prompted)"}
 
 

@@ -245,7 +245,7 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
     # the pretraining users' counts per item, read once for the run (every dataset shares the corpus) as Arrow;
     # each dataset keys only its candidates and the content pool (next-item popularity ranks every item)
     stats_table = full_stats = None
-    if set(e.baselines) & baselines.NEEDS_STATS or e.recommend_users:
+    if set(e.baselines) & baselines.NEEDS_STATS or e.recommend_users or e.uses("item_prior_weight"):
         stats_table = storage.read_parquet(Corpus(meta["corpus"]).item_stats)
         if e.recommend_users:
             full_stats = baselines.ItemStats(stats_table)
@@ -270,29 +270,38 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
         if stats is None and stats_table is not None:
             stats = baselines.ItemStats.for_items(stats_table, pc.unique(arrow_item_keys(pairs_table)),
                                                   e.content_pool_items)
+        w = {k: e.weight_for(f"{k}_weight", ds.label) for k in ("like_share", "item_prior", "prior_only")}
+        # eval.prior_only_weight subtracts the same model's no-history score: scored wherever it is on
+        scored_models = {**models, **({"recbase_prior_only": mdir} if w["prior_only"] > 0 else {})}
         scores = {}
-        for m, path in models.items():
+        for m, path in scored_models.items():
             t1 = time.perf_counter()
             scores[m] = score_with_ray(e, ScoreActor, {
                 "model_dir": path, "index_dir": ds.index_dir, "vocab": meta["vocab"], "threads": e.actors.threads,
                 "max_history_items": 0 if m == "recbase_prior_only" else max_history}, group_records(groups), len(pairs),
                 f"[eval] {ds.label} {m}", log)
             entry["seconds"][m] = round(time.perf_counter() - t1, 2)
-        offset = baselines.like_share_offset(groups, len(pairs), e.like_share_weight_for(ds.label))
-        if offset is not None:
-            # the user's like share as a per-history offset: the GAUCs stay the model's, the global AUC gains it
-            scores["recbase_model_only"] = scores["recbase"]
-            for m in ("recbase", "recbase_finetuned"):
-                if m in scores:
-                    scores[m] = scores[m] + offset
         table = None
-        if set(e.baselines) & baselines.NEEDS_EMBEDDINGS:
+        if set(e.baselines) & baselines.NEEDS_EMBEDDINGS or w["item_prior"] > 0:
             # only the embeddings scored here: the candidates, the content baselines' pool, and the histories'
             # items where text similarity reads them
             needed = scored_item_keys(pairs_table, histories="text_similarity" in e.baselines)
             if stats is not None:
                 needed.update(stats.index[stats.pool(e.content_pool_items)])
             table = baselines.EmbeddingTable(*Embeddings(ds.embeddings).load(only=needed))
+        if w["item_prior"] > 0 or w["prior_only"] > 0 or (w["like_share"] > 0 and baselines.histories_hold_dislikes(groups)):
+            # RecBase's score as reported: the model's on the item prior, less its own no-history score, plus the
+            # user's like share as a per-history offset; the model's score alone stays as a diagnostic row
+            prior = None
+            if w["item_prior"] > 0:
+                prior, entry["errors"]["recbase_item_prior"] = baselines.item_prior(groups, len(pairs), table, stats,
+                                                                                    pool=e.content_pool_items)
+            scores["recbase_model_only"] = scores["recbase"]
+            scores["recbase"] = baselines.adjusted_score(scores["recbase"], groups, len(pairs), prior_logits=prior,
+                                                         no_history=scores.get("recbase_prior_only"), **w)
+            if "recbase_finetuned" in scores:  # the fine-tuned model: the like-share offset only
+                scores["recbase_finetuned"] = baselines.adjusted_score(scores["recbase_finetuned"], groups, len(pairs),
+                                                                       like_share=w["like_share"])
         for b in e.baselines:  # one at a time, in the config's order, so each has its seconds
             t1 = time.perf_counter()
             counted, errors = baselines.score([b], groups, len(pairs), stats, table, pool=e.content_pool_items)

@@ -20,11 +20,12 @@ from typing import Callable
 import numpy as np
 
 from recbase import storage
-from recbase.artifacts import Corpus, stable_sample
+from recbase.artifacts import Corpus, Embeddings, stable_sample
 from recbase.config import Config, EvalConfig
+from recbase.data.schema import item_keys
 from recbase.data import sequences
 from recbase.eval import metrics as eval_metrics
-from recbase.eval.baselines import like_share_offset
+from recbase.eval import baselines as bl
 from recbase.eval.scoring import ConceptScorer, default_rule, group_pairs, history_ids, history_items
 from recbase.model.vocab import ItemIndex, Vocab, model_vocab
 from recbase.tokenizer import metrics
@@ -76,26 +77,38 @@ def pretrain_blocks(cfg: Config, index: ItemIndex, vocab: Vocab) -> tuple[dict, 
 
 def scored_sets(cfg: Config, datasets, max_users: int) -> dict:
     """The pairs of each of ``datasets`` the corpus has (its first ``max_users`` users; 0 = all), grouped
-    by evaluated history once: name -> (pairs, groups)."""
+    by evaluated history once: name -> (pairs, groups, the item prior's logits [pairs] where the run's
+    ``eval.item_prior_weight`` for the set is on, else None)."""
     out = {}
     for name in datasets:
         pairs = eval_pairs(cfg, name, max_users)
         if pairs is not None:
-            out[name] = (pairs, group_pairs(pairs))
+            groups = group_pairs(pairs)
+            prior = None
+            if cfg.eval.weight_for("item_prior_weight", name) > 0:
+                stats = bl.ItemStats(storage.read_parquet(Corpus(cfg.data.output).item_stats))
+                keys = set(item_keys(pairs["domain"], pairs["item_id"])) | set(stats.index[stats.pool(cfg.eval.content_pool_items)])
+                table = bl.EmbeddingTable(*Embeddings(cfg.embed.output).load(only=keys))
+                prior, _ = bl.item_prior(groups, len(pairs), table, stats, pool=cfg.eval.content_pool_items)
+            out[name] = (pairs, groups, prior)
     return out
 
 
-def zero_shot(scorer: ConceptScorer, sets: dict, prefix: str = "", like_share: EvalConfig | None = None) -> dict:
-    """AUC, GAUC and scored pairs of ``scorer`` on each set (keys ``<prefix><dataset>_auc`` ...), its
-    scores plus the evaluation's like-share offset (``like_share.like_share_weight`` for the set) as the
-    evaluate job adds it (None: the model's score alone)."""
+def zero_shot(scorer: ConceptScorer, sets: dict, prefix: str = "", adjust: EvalConfig | None = None) -> dict:
+    """AUC, GAUC and scored pairs of ``scorer`` on each set (keys ``<prefix><dataset>_auc`` ...): its scores
+    adjusted as the evaluate job reports RecBase's (``baselines.adjusted_score`` with ``adjust``'s weights for
+    the set: the like-share offset, the item prior, the same model with no history), or (None) alone."""
     out = {}
-    for name, (pairs, groups) in sets.items():
-        scores, _ = scorer.score_groups(groups, len(pairs))
-        weight = 0.0 if like_share is None else like_share.like_share_weight_for(name)
-        offset = like_share_offset(groups, len(pairs), weight)
-        scores = scores if offset is None else scores + offset
-        m = eval_metrics.pair_metrics(pairs["click"].to_numpy(), history_ids(groups, len(pairs)), scores)
+    for name, (pairs, groups, prior) in sets.items():
+        n = len(pairs)
+        scores, _ = scorer.score_groups(groups, n)
+        if adjust is not None:
+            w = {k: adjust.weight_for(f"{k}_weight", name) for k in ("like_share", "item_prior", "prior_only")}
+            no_history = None
+            if w["prior_only"] > 0:
+                no_history, _ = ConceptScorer(scorer.model, scorer.index, 0, scorer.vocab, scorer.rule).score_groups(groups, n)
+            scores = bl.adjusted_score(scores, groups, n, prior_logits=prior, no_history=no_history, **w)
+        m = eval_metrics.pair_metrics(pairs["click"].to_numpy(), history_ids(groups, n), scores)
         out[f"{prefix}{name}_auc"], out[f"{prefix}{name}_gauc"] = m["auc"], m["gauc"]
         out[f"{prefix}{name}_pairs"] = m["scored_pairs"]
     return out
@@ -168,7 +181,7 @@ def pretraining(cfg: Config, datasets: tuple[str, ...], eval_users: int, report:
     rule, items = default_rule(vocab), history_items(p.block_len, vocab)
 
     def validate(model) -> dict:
-        m = zero_shot(ConceptScorer(model, index, items, vocab, rule), sets, like_share=cfg.eval)
+        m = zero_shot(ConceptScorer(model, index, items, vocab, rule), sets, adjust=cfg.eval)
         for k in ("auc", "gauc"):
             m[f"val_{k}"] = float(np.mean([m[f"{d}_{k}"] for d in sets]))
         return m
