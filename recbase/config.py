@@ -412,7 +412,8 @@ class PretrainConfig:
 
 
 BASELINE = Literal["popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "content_like_rate", "item_prior",
-                   "like_share", "like_rate_share", "item_prior_share", "text_similarity", "llm", "prior_only"]
+                   "like_share", "like_rate_share", "item_prior_share", "item_cf", "text_similarity", "llm",
+                   "prior_only"]
 
 
 @dataclass(frozen=True)
@@ -447,11 +448,11 @@ class EvalConfig:
     # items (content), a ridge regression of like rates on embeddings (content), the user's like share in
     # the history (where histories hold non-liked items), the like rate and the like share together (the
     # sum of their logits), the item prior (the like rate smoothed toward the content ridge) and with the like
-    # share, text similarity, the prompted LLM;
-    # prior_only is RecBase reading no history (what the history adds)
+    # share, item-to-item collaborative filtering on the pretraining users' feedback, text similarity, the
+    # prompted LLM; prior_only is RecBase reading no history (what the history adds)
     baselines: tuple[BASELINE, ...] = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate",
                                        "content_like_rate", "item_prior", "like_share", "like_rate_share",
-                                       "item_prior_share", "text_similarity", "llm", "prior_only")
+                                       "item_prior_share", "item_cf", "text_similarity", "llm", "prior_only")
     # the content baselines (knn_like_rate, content_like_rate) draw on at most this many pretraining items, the
     # most interacted with first (0: every item): the nearest-item search per candidate and the ridge fit
     # stop growing with the catalogue, and evaluation reads only the embeddings of the evaluated items and

@@ -1,9 +1,11 @@
 """Zero-shot scoring (fast path = reference), metrics, baselines, constrained decoding."""
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 
+from recbase.data.schema import ITEM_KEY_SEP
 from recbase.eval import baselines, metrics
 from recbase.data.sequences import history_tokens
 from recbase.eval.scoring import ConceptScorer, group_pairs, history_ids
@@ -104,7 +106,10 @@ def test_like_rate_baselines_count_the_pretraining_users_only():
     assert knn[3] == pytest.approx(0.9)
     assert knn[0] != pytest.approx(0.9)  # item 6 never reads its own like rate
     # the shared scorer (evaluate job and validation levers) gives the same scores, asks for its inputs
-    scores, errors = baselines.score((*baselines.NO_MODEL, "llm"), groups, len(pairs), stats, table, knn_k=1, like_prior=10)
+    feedback = baselines.Feedback(pa.table({"domains": [["d", "d"], ["d", "d"]], "item_ids": [["6", "0"], ["7", "0"]],
+                                            "feedback": [[1, 1], [1, 0]]}))
+    scores, errors = baselines.score((*baselines.NO_MODEL, "llm"), groups, len(pairs), stats, table, knn_k=1, like_prior=10,
+                                     feedback=feedback)
     assert set(scores) == set(baselines.NO_MODEL)
     assert set(errors) == {"text_similarity", "knn_like_rate", "content_like_rate", "item_prior"}
     np.testing.assert_allclose(scores["like_rate"], rate)
@@ -115,7 +120,8 @@ def test_like_rate_baselines_count_the_pretraining_users_only():
     # the content baselines' pool: the most interacted-with items first; a pool that covers every item
     # changes nothing, a smaller one draws only on its items
     assert stats.pool(0).tolist() == stats.pool(4).tolist() == [0, 1, 2, 3] and stats.pool(2).tolist() == [0, 3]
-    again, _ = baselines.score(baselines.NO_MODEL, groups, len(pairs), stats, table, knn_k=1, like_prior=10, pool=4)
+    again, _ = baselines.score(baselines.NO_MODEL, groups, len(pairs), stats, table, knn_k=1, like_prior=10, pool=4,
+                               feedback=feedback)
     for name in ("knn_like_rate", "content_like_rate"):
         np.testing.assert_array_equal(again[name], scores[name])
     # candidate x sits nearest to c (5 interactions), then b (50), then a (100): a pool of 2 leaves c out
@@ -274,6 +280,32 @@ def test_item_prior_is_the_like_rate_smoothed_toward_the_content_ridge():
     np.testing.assert_allclose(baselines.adjusted_score(model, groups, 4, item_prior=2.0, prior_logits=prior,
                                                         prior_only=0.5, no_history=no_history),
                                model - 0.5 * no_history + 2.0 * prior)
+
+
+def test_item_cf_is_the_mean_signed_cosine_of_the_candidate_to_the_history_items():
+    # pretraining users x items (+1 liked, -1 not): a and b liked by the same users, c liked by their opposites
+    feedback = baselines.Feedback(pa.table({
+        "domains": [["d"] * 3, ["d"] * 3, ["d"] * 3, ["d"] * 2],
+        "item_ids": [["a", "b", "c"], ["a", "b", "c"], ["a", "b", "c"], ["c", "x"]],
+        "feedback": [[1, 1, 0], [1, 1, 0], [0, 0, 1], [1, 1]]}))
+    assert feedback.matrix.shape == (4, 4)
+    pairs = pd.DataFrame({"user_id": ["u"] * 3 + ["v"] * 2,
+                          "history_domains": [["d", "d", "d"]] * 3 + [["d", "d"]] * 2,
+                          "history_item_ids": [["a", "c", "new"]] * 3 + [["new", "old"]] * 2,
+                          "history_feedback": [[1, 0, 1]] * 3 + [[1, 1]] * 2,
+                          "domain": ["d", "d", "new-domain", "d", "d"], "item_id": ["b", "x", "z", "a", "b"],
+                          "click": [1, 0, 1, 0, 1]})
+    groups = group_pairs(pairs)
+    m = feedback.matrix.toarray()  # [U, I]
+    col = {feedback.index[j].split(ITEM_KEY_SEP, 1)[1]: j for j in range(len(feedback.index))}
+    cos = lambda p, q: m[:, col[p]] @ m[:, col[q]] / np.linalg.norm(m[:, col[p]]) / np.linalg.norm(m[:, col[q]])  # noqa: E731
+    scores = baselines.item_cf(groups, len(pairs), feedback, chunk=1)
+    # u liked a and disliked c; "new" is no pretraining user's item, so it is left out of the mean
+    assert scores[0] == pytest.approx((cos("b", "a") - cos("b", "c")) / 2) and scores[0] > 0.9
+    assert scores[1] == pytest.approx((cos("x", "a") - cos("x", "c")) / 2) and scores[1] < 0
+    assert scores[2] == 0.0  # a candidate no pretraining user rated: no evidence
+    assert scores[3:].tolist() == [0.0, 0.0]  # a history of items no pretraining user rated: no evidence
+    np.testing.assert_allclose(baselines.item_cf(groups, len(pairs), feedback), scores)  # chunks change nothing
 
 
 def test_groups_scores_and_counted_unknown_items():

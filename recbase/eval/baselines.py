@@ -18,6 +18,10 @@
 * ``like_rate_share``: the two together, the sum of the candidate's like-rate logit and the user's
   like-share log-odds (only where histories hold non-liked items): item and user in one count baseline;
 * ``item_prior_share``: the same with the item prior's logit: item (counts and content) and user in one;
+* ``item_cf``: item-to-item collaborative filtering from the pretraining users' feedback: the mean, over
+  the history's items, of the cosine between the candidate's and the history item's columns of the users x
+  items matrix (+1 liked, -1 otherwise), signed by the history item's feedback — zero-shot for unseen users
+  (same items, new people), no information for an unseen domain's items (they score 0);
 * ``text_similarity``: cosine of the candidate's embedding to the history's mean; the LLM is in llm.py.
 """
 from __future__ import annotations
@@ -40,10 +44,13 @@ KNN_NEIGHBOURS = 20
 CONTENT_RIDGE_ALPHA = 10.0
 # the baselines scored here, without a model, and what each needs besides the pairs
 NO_MODEL = ("popularity", "popularity_pretrain", "like_rate", "knn_like_rate", "content_like_rate", "item_prior",
-            "like_share", "like_rate_share", "item_prior_share", "text_similarity")
+            "like_share", "like_rate_share", "item_prior_share", "item_cf", "text_similarity")
 NEEDS_STATS = frozenset({"popularity_pretrain", "like_rate", "knn_like_rate", "content_like_rate", "item_prior",
                          "like_rate_share", "item_prior_share"})
 NEEDS_EMBEDDINGS = frozenset({"text_similarity", "knn_like_rate", "content_like_rate", "item_prior", "item_prior_share"})
+NEEDS_HISTORIES = frozenset({"item_cf"})
+# item_cf: evaluated histories whose candidate x history cosines are computed at a time
+CF_CHUNK = 256
 
 
 def overall_like_rate(liked: np.ndarray, interactions: np.ndarray) -> float:
@@ -112,6 +119,52 @@ class ItemStats:
         n = np.where(ok, self.interactions[np.maximum(rows, 0)], 0.0)
         k = np.where(ok, self.liked[np.maximum(rows, 0)], 0.0)
         return (k + prior * self.p0) / (n + prior)
+
+
+class Feedback:
+    """The pretraining users' feedback (``Corpus.histories`` rows: domains, item_ids, feedback per user) as a
+    sparse users x items matrix: +1 where the user liked the item, -1 where they rated it otherwise."""
+
+    def __init__(self, table: pa.Table) -> None:
+        import scipy.sparse as sp
+
+        lengths = pc.list_value_length(table.column("item_ids")).to_numpy(zero_copy_only=False)  # [U]
+        flat = pa.table({"domain": pc.list_flatten(table.column("domains")),
+                         "item_id": pc.list_flatten(table.column("item_ids"))})
+        codes, uniques = pd.factorize(arrow_item_keys(flat).to_numpy(zero_copy_only=False))  # [I], [M]
+        liked = pc.list_flatten(table.column("feedback")).to_numpy(zero_copy_only=False) == LIKED  # [I]
+        users = np.repeat(np.arange(len(lengths)), lengths)  # [I]
+        self.index = pd.Index(uniques)
+        self.matrix = sp.csc_matrix((np.where(liked, 1.0, -1.0), (users, codes)), shape=(len(lengths), len(uniques)))
+
+    def rows(self, domains, item_ids) -> np.ndarray:
+        return self.index.get_indexer(item_keys(domains, item_ids))
+
+
+def item_cf(groups: list[UserGroup], n_pairs: int, feedback: Feedback, chunk: int = CF_CHUNK) -> np.ndarray:
+    """Item-to-item collaborative filtering (module docstring): each candidate's mean signed cosine to the
+    history's items that pretraining users rated (0 where the candidate or every history item is new to
+    them); the cosines of ``chunk`` histories' items at a time."""
+    scores = np.zeros(n_pairs)
+    for s in range(0, len(groups), chunk):
+        part = groups[s:s + chunk]
+        cand = [feedback.rows(g.domains, g.item_ids) for g in part]
+        hist = [feedback.rows(g.history_domains, g.history_item_ids) for g in part]
+        needed = np.unique(np.concatenate([*cand, *hist]))
+        needed = needed[needed >= 0]  # [K]
+        if not len(needed):
+            continue
+        m = feedback.matrix[:, needed]  # [U, K]
+        norm = np.sqrt(np.asarray(m.multiply(m).sum(0))).ravel()  # [K]
+        sim = (m.T @ m).toarray() / np.maximum(np.outer(norm, norm), 1e-12)  # [K, K]
+        for g, c, h in zip(part, cand, hist):
+            sign = np.where(np.asarray(g.history_feedback) == LIKED, 1.0, -1.0)[h >= 0]  # [H]
+            ok = c >= 0
+            if not len(sign) or not ok.any():
+                continue
+            ci, hi = np.searchsorted(needed, c[ok]), np.searchsorted(needed, h[h >= 0])
+            scores[g.rows[ok]] = sim[np.ix_(ci, hi)] @ sign / len(sign)  # [C_ok]
+    return scores
 
 
 def _per_candidate(groups: list[UserGroup], n_pairs: int, fn) -> np.ndarray:
@@ -334,16 +387,19 @@ def item_prior(groups: list[UserGroup], n_pairs: int, table: EmbeddingTable, sta
 
 def score(wanted, groups: list[UserGroup], n_pairs: int, stats: ItemStats | None = None,
           table: EmbeddingTable | None = None, knn_k: int = KNN_NEIGHBOURS,
-          like_prior: float = LIKE_RATE_PRIOR, pool: int = 0) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+          like_prior: float = LIKE_RATE_PRIOR, pool: int = 0,
+          feedback: Feedback | None = None) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """The baselines of ``wanted`` that need no model (``NO_MODEL``; others are ignored), each [n_pairs]
     (NaN: unscored), and their counted errors. ``stats`` is required by ``NEEDS_STATS``, ``table`` by
-    ``NEEDS_EMBEDDINGS``; like_share is scored only where histories hold non-liked items; the content
-    baselines draw on ``stats.pool(pool)``'s items."""
+    ``NEEDS_EMBEDDINGS``, ``feedback`` by ``NEEDS_HISTORIES``; like_share is scored only where histories hold
+    non-liked items; the content baselines draw on ``stats.pool(pool)``'s items."""
     wanted = set(wanted)
     if wanted & NEEDS_STATS and stats is None:
         raise ValueError(f"{sorted(wanted & NEEDS_STATS)} need the pretraining users' item stats")
     if wanted & NEEDS_EMBEDDINGS and table is None:
         raise ValueError(f"{sorted(wanted & NEEDS_EMBEDDINGS)} need the item embeddings")
+    if wanted & NEEDS_HISTORIES and feedback is None:
+        raise ValueError(f"{sorted(wanted & NEEDS_HISTORIES)} need the pretraining users' feedback")
     scores: dict[str, np.ndarray] = {}
     errors: dict[str, dict] = {}
     if "popularity" in wanted:
@@ -356,6 +412,8 @@ def score(wanted, groups: list[UserGroup], n_pairs: int, stats: ItemStats | None
         scores["like_share"] = like_share(groups, n_pairs)
     if "like_rate_share" in wanted and histories_hold_dislikes(groups):
         scores["like_rate_share"] = like_rate_share(groups, n_pairs, stats, like_prior)
+    if "item_cf" in wanted:
+        scores["item_cf"] = item_cf(groups, n_pairs, feedback)
     if "text_similarity" in wanted:
         scores["text_similarity"], errors["text_similarity"] = text_similarity(groups, n_pairs, table)
     if "knn_like_rate" in wanted:

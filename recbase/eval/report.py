@@ -13,7 +13,8 @@ METHOD_NAMES = {"recbase": "RecBase (zero-shot)", "recbase_finetuned": "RecBase 
                 "item_prior": "Like rate smoothed toward content (item prior)",
                 "like_share": "User's like share (per history)",
                 "like_rate_share": "Like rate + user's like share (logits)",
-                "item_prior_share": "Item prior + user's like share (logits)", "text_similarity": "Text similarity",
+                "item_prior_share": "Item prior + user's like share (logits)",
+                "item_cf": "Item-to-item CF (pretraining users' feedback)", "text_similarity": "Text similarity",
                 "llm": "LLM (prompted)"}
 
 

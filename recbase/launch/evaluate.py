@@ -249,6 +249,10 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
         stats_table = storage.read_parquet(Corpus(meta["corpus"]).item_stats)
         if e.recommend_users:
             full_stats = baselines.ItemStats(stats_table)
+    # item_cf: the pretraining users' feedback as a users x items matrix, built once for the run
+    feedback = (baselines.Feedback(storage.read_parquet(Corpus(meta["corpus"]).histories,
+                                                        columns=["domains", "item_ids", "feedback"]))
+                if set(e.baselines) & baselines.NEEDS_HISTORIES else None)
     t0 = time.perf_counter()
     for name in e.datasets:
         ds = resolve_dataset(e, name, mdir, meta, log, encoder, assign)
@@ -304,7 +308,8 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
                                                                        like_share=w["like_share"])
         for b in e.baselines:  # one at a time, in the config's order, so each has its seconds
             t1 = time.perf_counter()
-            counted, errors = baselines.score([b], groups, len(pairs), stats, table, pool=e.content_pool_items)
+            counted, errors = baselines.score([b], groups, len(pairs), stats, table, pool=e.content_pool_items,
+                                              feedback=feedback)
             scores.update(counted)
             entry["errors"].update(errors)
             if counted:
