@@ -150,19 +150,19 @@ def item_cf(groups: list[UserGroup], n_pairs: int, feedback: Feedback, chunk: in
         part = groups[s:s + chunk]
         cand = [feedback.rows(g.domains, g.item_ids) for g in part]
         hist = [feedback.rows(g.history_domains, g.history_item_ids) for g in part]
-        needed = np.unique(np.concatenate([*cand, *hist]))
-        needed = needed[needed >= 0]  # [K]
-        if not len(needed):
+        known_c, known_h = (np.unique(np.concatenate(x)) for x in (cand, hist))
+        known_c, known_h = known_c[known_c >= 0], known_h[known_h >= 0]  # [Kc], [Kh]
+        if not len(known_c) or not len(known_h):
             continue
-        m = feedback.matrix[:, needed]  # [U, K]
-        norm = np.sqrt(np.asarray(m.multiply(m).sum(0))).ravel()  # [K]
-        sim = (m.T @ m).toarray() / np.maximum(np.outer(norm, norm), 1e-12)  # [K, K]
+        mc, mh = feedback.matrix[:, known_c], feedback.matrix[:, known_h]  # [U, Kc], [U, Kh]
+        nc, nh = (np.sqrt(np.asarray(m.multiply(m).sum(0))).ravel() for m in (mc, mh))  # [Kc], [Kh]
+        sim = (mc.T @ mh).toarray() / np.maximum(np.outer(nc, nh), 1e-12)  # [Kc, Kh]: only candidate x history
         for g, c, h in zip(part, cand, hist):
             sign = np.where(np.asarray(g.history_feedback) == LIKED, 1.0, -1.0)[h >= 0]  # [H]
             ok = c >= 0
             if not len(sign) or not ok.any():
                 continue
-            ci, hi = np.searchsorted(needed, c[ok]), np.searchsorted(needed, h[h >= 0])
+            ci, hi = np.searchsorted(known_c, c[ok]), np.searchsorted(known_h, h[h >= 0])
             scores[g.rows[ok]] = sim[np.ix_(ci, hi)] @ sign / len(sign)  # [C_ok]
     return scores
 
