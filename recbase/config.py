@@ -501,6 +501,10 @@ class EvalConfig:
         w = getattr(self, name)
         return any(v > 0 for v in (w.values() if isinstance(w, dict) else (w,)))
 
+    def score_weights(self, dataset: str) -> dict[str, float]:
+        """The three score weights for one dataset, keyed as ``baselines.adjusted_score`` takes them."""
+        return {k: self.weight_for(f"{k}_weight", dataset) for k in ("like_share", "item_prior", "prior_only")}
+
     def weight_for(self, name: str, dataset: str) -> float:
         """The score weight ``name`` (like_share_weight, item_prior_weight, prior_only_weight) for one dataset
         (its label: a corpus eval name, a file's or directory's name): the number, or the mapping's weight for

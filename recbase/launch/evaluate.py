@@ -274,7 +274,7 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
         if stats is None and stats_table is not None:
             stats = baselines.ItemStats.for_items(stats_table, pc.unique(arrow_item_keys(pairs_table)),
                                                   e.content_pool_items)
-        w = {k: e.weight_for(f"{k}_weight", ds.label) for k in ("like_share", "item_prior", "prior_only")}
+        w = e.score_weights(ds.label)
         # eval.prior_only_weight subtracts the same model's no-history score: scored wherever it is on
         scored_models = {**models, **({"recbase_prior_only": mdir} if w["prior_only"] > 0 else {})}
         scores = {}

@@ -80,13 +80,14 @@ def scored_sets(cfg: Config, datasets, max_users: int) -> dict:
     by evaluated history once: name -> (pairs, groups, the item prior's logits [pairs] where the run's
     ``eval.item_prior_weight`` for the set is on, else None)."""
     out = {}
+    stats = None  # the pretraining item stats, read once for every set that needs the item prior
     for name in datasets:
         pairs = eval_pairs(cfg, name, max_users)
         if pairs is not None:
             groups = group_pairs(pairs)
             prior = None
             if cfg.eval.weight_for("item_prior_weight", name) > 0:
-                stats = bl.ItemStats(storage.read_parquet(Corpus(cfg.data.output).item_stats))
+                stats = stats or bl.ItemStats(storage.read_parquet(Corpus(cfg.data.output).item_stats))
                 keys = set(item_keys(pairs["domain"], pairs["item_id"])) | set(stats.index[stats.pool(cfg.eval.content_pool_items)])
                 table = bl.EmbeddingTable(*Embeddings(cfg.embed.output).load(only=keys))
                 prior, _ = bl.item_prior(groups, len(pairs), table, stats, pool=cfg.eval.content_pool_items)
@@ -103,7 +104,7 @@ def zero_shot(scorer: ConceptScorer, sets: dict, prefix: str = "", adjust: EvalC
         n = len(pairs)
         scores, _ = scorer.score_groups(groups, n)
         if adjust is not None:
-            w = {k: adjust.weight_for(f"{k}_weight", name) for k in ("like_share", "item_prior", "prior_only")}
+            w = adjust.score_weights(name)
             no_history = None
             if w["prior_only"] > 0:
                 no_history, _ = ConceptScorer(scorer.model, scorer.index, 0, scorer.vocab, scorer.rule).score_groups(groups, n)
