@@ -198,6 +198,7 @@ class TokenizerOutput(Output):
     weights = File("tokenizer.pt")
     spec = File("tokenizer.json")
     concept_ids = File("concept_ids.parquet")
+    factors = File("factors.npz")  # the collaborative item factors (tokenizer.collaborative_weight > 0)
     metrics = File("metrics.json")
     usage_png = File("usage.png")
 

@@ -135,8 +135,10 @@ class DataConfig:
     # task; its memory is what one task holds)
     shard_rows: int = 1_000_000
     # engine=ray: a source file larger than this many bytes is read by several tasks, each a range of its
-    # lines (Amazon review files; a read task holds its range's parsed records, ~3x its bytes)
-    part_bytes: int = 256 * 2**20
+    # lines (Amazon review files; a read task holds its range's parsed records, ~3x its bytes); the range's
+    # interactions are also one block of the shuffle's input. 64 MiB (was 256): the task that reads them back
+    # and assigns shards held 3.2 GiB private at 1M and 5.8 at 4.5M, under 1.6 at both now (docs/scale.md)
+    part_bytes: int = 64 * 2**20
     split: SplitConfig = field(default_factory=SplitConfig)
 
     def __post_init__(self) -> None:
@@ -252,6 +254,12 @@ class TokenizerConfig:
     reinit_settle_epochs: int = 10
     final_lr_fraction: float = 0.01
     seed: int = 0
+    # beyond the paper: each item's input is its text embedding and this weight x its collaborative factors (a
+    # rank-collaborative_rank SVD of the pretraining users' feedback; from the text, by ridge, for items no
+    # pretraining user rated; recbase/tokenizer/collaborative.py), so items liked by the same users tend to share
+    # codes; 0 = the paper's text-only input. Measured on validation: docs/experiments.md, session 21
+    collaborative_weight: float = 0.0
+    collaborative_rank: int = 32
     # items the training task reads (0 = every item): a sample by a stable hash of each item, read shard by
     # shard, so the task's host memory is bounded by train_items x dim floats, not the corpus (4.5M x 384
     # float32 is 6.9 GB); every item is still assigned its codes (sharded). Cost on ML-1M: docs/scale.md
@@ -279,6 +287,9 @@ class TokenizerConfig:
         if self.train_items and self.train_items < self.codebook_size:
             raise ConfigError(f"tokenizer.train_items must be 0 (every item) or >= codebook_size "
                               f"({self.codebook_size}), got {self.train_items}")
+        if self.collaborative_weight < 0 or self.collaborative_rank < 1:
+            raise ConfigError(f"tokenizer.collaborative_weight must be >= 0 and collaborative_rank >= 1, got "
+                              f"{self.collaborative_weight} and {self.collaborative_rank}")
 
 
 # ----------------------------------------------------------------------------------------------

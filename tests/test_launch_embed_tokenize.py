@@ -11,7 +11,7 @@ from conftest import FIXTURES, REPO
 from recbase import config, storage
 from recbase.data.corpus import prepare
 from recbase.launch import embed, tokenize
-from recbase.artifacts import Corpus, Embeddings
+from recbase.artifacts import Corpus, Embeddings, TokenizerOutput
 
 pytestmark = pytest.mark.slow
 
@@ -85,11 +85,22 @@ def test_ml1m_embed_then_tokenize_hands_off_by_manifest(tmp_path, default_tokeni
     _, _, x = Embeddings(emb).load()
     assert np.array_equal(tok.codes(x[:10]), np.stack(ids["codes"][:10]))
 
-    # the RQ-KMeans baseline behind the same interface, same stage
+    # the RQ-KMeans baseline behind the same interface, same stage; here on the embeddings with the
+    # collaborative factors of the embeddings' corpus (its pretraining histories) beside them
     rq = config.load(REPO / "jobs/configs/default.yaml", default_tokenized + [f"tokenizer.output={tmp_path / 'rq'}",
-        "tokenizer.kind=rqkmeans", "tokenizer.enforce_quality_gate=false"])
+        "tokenizer.kind=rqkmeans", "tokenizer.enforce_quality_gate=false", "tokenizer.collaborative_weight=1.0"])
     mr = tokenize.run(rq.tokenizer, Embeddings(emb), log=lambda s: None).manifest()
     assert mr["kind"] == "rqkmeans" and mr["metrics"]["levels"][0]["utilization"] == 1.0
+    from recbase.tokenizer.collaborative import ItemFactors
+
+    collab = mr["training"]["collaborative"]
+    assert collab["rank"] == 32 and collab["weight"] == 1.0
+    # the held-out domains' items (and any item no pretraining user rated) take their factors from their text
+    assert 0 < collab["train_items_from_text"] < 3_706 and collab["items_with_feedback"] + collab["train_items_from_text"] == 3_706
+    factors = ItemFactors.load(str(tmp_path / "rq"))
+    d, i, x = Embeddings(emb).load()
+    rq_ids = storage.read_parquet(TokenizerOutput(str(tmp_path / "rq")).concept_ids).to_pandas()
+    assert np.array_equal(Tokenizer.load(str(tmp_path / "rq")).codes(factors.augment(d, i, x)), np.stack(rq_ids["codes"]))
 
 
 def test_dedup_in_parts_over_ray_equals_one_process(tmp_path, ray_session, monkeypatch):

@@ -145,3 +145,69 @@ def test_quality_gate_fails_with_a_clear_message(tmp_path):
     assert not (tmp_path / "tok/manifest.json").exists()  # the stage is not complete
     ok = finalize(assigned, tcfg(tmp_path, enforce_quality_gate=False), 1.0, {}, log=lambda s: None)
     assert ok["quality_gate"]["passed"] is False and ok["dedup_size"] == 3
+
+
+def _taste_corpus():
+    """Ten users: a and b are liked by the same five users who dislike c, and disliked by the five who like
+    c; d is rated twice; e no pretraining user rated (an unseen domain's item)."""
+    import pyarrow as pa
+
+    item_ids = [["a", "b", "c"]] * 5 + [["a", "b", "c", "d"]] * 2 + [["a", "b", "c"]] * 3
+    feedback = [[1, 1, 0]] * 5 + [[0, 0, 1, 1]] * 2 + [[0, 0, 1]] * 3
+    return pa.table({"domains": [["m"] * len(i) for i in item_ids], "item_ids": item_ids, "feedback": feedback})
+
+
+def test_collaborative_factors_put_items_liked_by_the_same_users_together(tmp_path):
+    from recbase.data.feedback import Feedback
+    from recbase.tokenizer.collaborative import ItemFactors
+
+    rng = np.random.default_rng(0)
+    ids = np.array(["a", "b", "c", "d", "e"], dtype=object)
+    doms = np.array(["m"] * 5, dtype=object)
+    x = rng.normal(size=(5, 6)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    fac = ItemFactors.fit(Feedback(_taste_corpus()), doms, ids, x, rank=2, weight=0.5)
+    f, known = fac.of(doms, ids, x)  # [5, 2]
+    assert known.tolist() == [True, True, True, True, False]
+    np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0, rtol=1e-5)
+    assert f[0] @ f[1] > 0.99 and f[0] @ f[2] < -0.99  # same fans; opposite fans
+    # e: from its text, by the ridge fitted on the items rated >= MIN_RATINGS times (a, b, c; not d)
+    xb = np.c_[x[:3], np.ones(3)]
+    want = np.linalg.solve(xb.T @ xb + 1.0 * np.eye(7), xb.T @ f[:3])
+    want = np.r_[x[4], 1.0] @ want
+    np.testing.assert_allclose(f[4], want / np.linalg.norm(want), rtol=1e-4, atol=1e-6)
+    aug = fac.augment(doms, ids, x)
+    assert aug.shape == (5, 8)
+    np.testing.assert_allclose(aug[:, :6], x)
+    np.testing.assert_allclose(np.linalg.norm(aug[:, 6:], axis=1), 0.5, rtol=1e-5)
+    fac.save(str(tmp_path))
+    np.testing.assert_array_equal(ItemFactors.load(str(tmp_path)).augment(doms, ids, x), aug)
+    assert ItemFactors.load(str(tmp_path / "text-only")) is None
+    with pytest.raises(ValueError, match="collaborative_rank=4 needs more than 4"):
+        ItemFactors.fit(Feedback(_taste_corpus()), doms, ids, x, rank=4, weight=1.0)
+
+
+def test_assignment_reads_the_factors_saved_beside_the_tokenizer(tmp_path):
+    """The stage's fit (on embeddings + factors) and its assignment (raw embeddings in, factors looked up by
+    item) give every item the codes of its tokenizer input."""
+    import pyarrow as pa
+
+    from recbase.data.feedback import Feedback
+    from recbase.embed.encoder import to_arrow
+    from recbase.tokenizer.collaborative import ItemFactors
+    from recbase.tokenizer.stage import AssignCodes, fit_and_save
+
+    x = blobs(n=200, dim=16)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.array(["a", "b", "c", "d", *[f"n{i}" for i in range(196)]], dtype=object)
+    doms = np.array(["m"] * 200, dtype=object)
+    cfg = tcfg(tmp_path, kind="rqkmeans", collaborative_weight=1.0, collaborative_rank=2)
+    fac = ItemFactors.fit(Feedback(_taste_corpus()), doms, ids, x, rank=2, weight=1.0)
+    xa = fac.augment(doms, ids, x)  # [200, 18]
+    fit_and_save(xa, cfg, log=lambda s: None, factors=fac)
+    batch = pa.table({"domain": doms, "item_id": ids, "embedding": to_arrow(x)})
+    got = AssignCodes(cfg.output, threads=1)(batch)
+    want = Tokenizer.load(cfg.output).codes(xa)
+    np.testing.assert_array_equal(np.stack(got.column("codes").to_pylist()), want)
+    with pytest.raises(config.ConfigError, match="collaborative_weight must be >= 0"):
+        tcfg(collaborative_weight=-1.0)

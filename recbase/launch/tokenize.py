@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import ray
 
-from recbase.artifacts import Embeddings, TokenizerOutput
+from recbase.artifacts import Corpus, Embeddings, TokenizerOutput
 from recbase.config import ActorsConfig, TokenizerConfig
 from recbase.launch import session
 from recbase.launch.embed import IO_CPUS
+from recbase.tokenizer import collaborative
 from recbase.tokenizer.metrics import CodeStats, total_variance
 from recbase.tokenizer.stage import AssignCodes, code_stats, concept_batch, conclude, dedup_part, fit_and_save, part_key
 
@@ -24,13 +25,21 @@ ASSIGN_BATCH = 4096
 DEDUP_PART_ROWS = 200_000  # items per dedup part: what one task holds
 
 
-def _fit_task(cfg: TokenizerConfig, embed_output: str) -> tuple[dict, float]:
+def _fit_task(cfg: TokenizerConfig, embed_output: str, histories: str | None) -> tuple[dict, float]:
     import torch
 
     torch.set_num_threads(max(1, cfg.num_cpus))
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    _, _, x = Embeddings(embed_output).load(max_items=cfg.train_items)
-    return fit_and_save(x, cfg, device=device, progress=True), total_variance(x)
+    domains, item_ids, x = Embeddings(embed_output).load(max_items=cfg.train_items)
+    factors = collaborative.fit_for(cfg, histories, domains, item_ids, x)
+    extra = {}
+    if factors is not None:
+        _, known = factors.of(domains, item_ids, x)
+        extra["collaborative"] = {"rank": factors.rank, "weight": factors.weight, "items_with_feedback": len(factors.index),
+                                  "train_items_from_text": int((~known).sum())}
+        x = factors.augment(domains, item_ids, x)  # [N, E + k]
+    report = fit_and_save(x, cfg, device=device, progress=True, factors=factors) | extra
+    return report, total_variance(x)
 
 
 def assign_codes(tokenizer_dir: str, embed_output: str, actors: ActorsConfig) -> ray.data.Dataset:
@@ -70,13 +79,20 @@ def run(t: TokenizerConfig, embeddings: Embeddings, log: Callable[[str], None] =
     if out.reuse(t.force, log) is not None:
         return out
     embed_manifest = embeddings.manifest()
+    # the collaborative factors read the pretraining histories of the corpus the embeddings were made from
+    histories = None
+    if t.collaborative_weight > 0:
+        if not embed_manifest.get("corpus"):
+            raise ValueError(f"tokenizer.collaborative_weight > 0 reads the pretraining histories of the embeddings' "
+                             f"corpus, and {embeddings.root} names none")
+        histories = Corpus(embed_manifest["corpus"]).histories
     t0 = time.perf_counter()
     session.init()
     gpus = 1 if (t.device == "cuda" or (t.device == "auto" and session.cluster_gpus() > 0)) else 0
     # max_calls=1: the worker exits after the fit, so its memory (the training sample, the model) is not
     # carried into the read and assignment tasks a pooled worker would run next
     fit = ray.remote(num_cpus=t.num_cpus, num_gpus=gpus, max_calls=1)(_fit_task)
-    training, input_var = ray.get(fit.remote(t, embeddings.root))
+    training, input_var = ray.get(fit.remote(t, embeddings.root, histories))
     log(f"[tokenizer] trained {t.kind} {t.levels}x{t.codebook_size} in {training['seconds']} s")
 
     t1 = time.perf_counter()

@@ -28,7 +28,7 @@ from recbase.eval import metrics as eval_metrics
 from recbase.eval import baselines as bl
 from recbase.eval.scoring import ConceptScorer, default_rule, group_pairs, history_ids, history_items
 from recbase.model.vocab import ItemIndex, Vocab, model_vocab
-from recbase.tokenizer import metrics
+from recbase.tokenizer import collaborative, metrics
 from recbase.tokenizer.assign import dedup
 from recbase.tokenizer.tokenizer import Tokenizer, codebooks_for
 from recbase.train import local, loop
@@ -40,6 +40,10 @@ def tokenizer_metrics(cfg: Config, domains, item_ids, x: np.ndarray,
     and the tokenizer."""
     t = cfg.tokenizer
     rows = stable_sample(domains, item_ids, t.train_items)
+    factors = collaborative.fit_for(t, Corpus(cfg.data.output).histories, np.asarray(domains, dtype=object)[rows],
+                                   np.asarray(item_ids, dtype=object)[rows], x[rows])
+    if factors is not None:  # the tokenizer's input, as the stage gives it
+        x = factors.augment(domains, item_ids, x)  # [N, E + k]
     t0 = time.perf_counter()
     tok = Tokenizer.fit(x[rows], t, log=lambda s: None,
                         on_epoch=None if report is None else lambda row: report({"epoch": row["epoch"] + 1, "loss": row["loss"]}))

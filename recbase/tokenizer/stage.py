@@ -7,6 +7,7 @@ the map into its file; no process holds every item's codes. ``finalize`` is the 
 Writes under ``tokenizer.output``::
 
     tokenizer.pt, tokenizer.json     the frozen tokenizer (reload with Tokenizer.load)
+    factors.npz                      its collaborative item factors (tokenizer.collaborative_weight > 0)
     concept_ids.parquet              domain, item_id, codes (list of L ints), dedup
     usage.png                        code-usage histogram per level
     metrics.json                     utilisation, perplexity, collisions, reconstruction, training log
@@ -26,6 +27,7 @@ from recbase.artifacts import TokenizerOutput
 from recbase.config import TokenizerConfig, to_dict
 from recbase.embed.encoder import from_arrow
 from recbase.tokenizer import assign, metrics
+from recbase.tokenizer.collaborative import ItemFactors
 from recbase.tokenizer.tokenizer import Tokenizer
 
 
@@ -50,11 +52,14 @@ class QualityGateError(RuntimeError):
 
 
 def fit_and_save(x: np.ndarray, cfg: TokenizerConfig, device: str = "cpu",
-                 log: Callable[[str], None] = print, progress: bool = False) -> dict:
-    """Train on embeddings ``x`` [N, E], save to ``cfg.output``; returns the training report."""
+                 log: Callable[[str], None] = print, progress: bool = False, factors: ItemFactors | None = None) -> dict:
+    """Train on inputs ``x`` [N, E] (embeddings, with ``factors`` already appended where given), save to
+    ``cfg.output`` (``factors`` beside the tokenizer, for assignment); returns the training report."""
     t0 = time.perf_counter()
     tok = Tokenizer.fit(x, cfg, device=device, log=log, progress=progress)
     tok.save(cfg.output)
+    if factors is not None:
+        factors.save(cfg.output)
     report = {"seconds": round(time.perf_counter() - t0, 2), "device": device, "items": int(len(x))}
     if tok.train_log is not None:
         tl = tok.train_log
@@ -67,7 +72,8 @@ def fit_and_save(x: np.ndarray, cfg: TokenizerConfig, device: str = "cpu",
 
 
 class AssignCodes:
-    """Ray Data callable: ``domain, item_id, embedding`` -> ``domain, item_id, codes, sq_error``."""
+    """Ray Data callable: ``domain, item_id, embedding`` -> ``domain, item_id, codes, sq_error`` (the
+    tokenizer's input: the embedding, with the item's collaborative factors where the tokenizer has them)."""
 
     def __init__(self, tokenizer_dir: str, threads: int = 0) -> None:
         import torch
@@ -75,9 +81,13 @@ class AssignCodes:
         if threads > 0:
             torch.set_num_threads(threads)
         self.tok = Tokenizer.load(tokenizer_dir)
+        self.factors = ItemFactors.load(tokenizer_dir)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         x = from_arrow(batch.column("embedding"))  # [B, E]
+        if self.factors is not None:
+            x = self.factors.augment(batch.column("domain").to_numpy(zero_copy_only=False),
+                                     batch.column("item_id").to_numpy(zero_copy_only=False), x)  # [B, E + k]
         codes = self.tok.codes(x)  # [B, L]
         err = ((self.tok.reconstruct(codes) - x) ** 2).sum(1)  # [B]
         return pa.table({
