@@ -4,6 +4,8 @@
     python benchmarks/scale.py --items 1000000 --interactions 8000000 --work /tmp/scale
     python benchmarks/scale.py --items 4500000 --interactions 35000000 --work /tmp/scale --corpus-engine ray
     python benchmarks/scale.py --plot --work /tmp/scale        # table + log-log plot of what ran
+    python benchmarks/scale.py --items 4500000 --interactions 35000000 --work /tmp/scale --corpus-engine ray \
+        --stages corpus --set data.part_bytes=67108864   # a config override for every stage, kept in the row
 
 Each size gets its own folder under ``--work`` (the generated corpus, the run config, every stage's
 output). Each stage runs as the user runs it (``python jobs/<stage>.py --config <run.yaml>``, its own
@@ -98,19 +100,32 @@ def write_vectors(out: str, items: int, dim: int = 32, chunk: int = 200_000, see
                         "files": {"shards": Embeddings.shards}})
 
 
-def measure(cmd: list[str], log_path: str, timeout: float, cap_gib: float = 0) -> dict:
-    """Run ``cmd``; its wall time, exit status and peak RSS (largest process, summed over its tree). It is
-    killed past ``timeout`` seconds or when its tree's RSS passes ``cap_gib`` (before the OOM killer picks
-    a process of its own), and the row says which."""
+def shm_used() -> int:
+    """Bytes in use on /dev/shm, where Ray's object store keeps its objects (0 where there is none)."""
+    try:
+        return psutil.disk_usage("/dev/shm").used
+    except OSError:
+        return 0
+
+
+def measure(cmd: list[str], log_path: str, timeout: float, cap_gib: float = 0, cap_on: str = "rss") -> dict:
+    """Run ``cmd``; its wall time, exit status and peak memory: RSS (largest process, summed over its tree),
+    private bytes, and the footprint (summed private bytes + the object store's /dev/shm, each page once).
+    It is killed past ``timeout`` seconds or when its tree's summed RSS (``cap_on`` rss) or footprint
+    (``cap_on`` footprint) passes ``cap_gib`` (before the OOM killer picks a process of its own), and the
+    row says which."""
     t0, stopped = time.perf_counter(), ""
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        root, summed, summed_private, rc, peaks = psutil.Process(proc.pid), 0, 0, None, {}
+        root, summed, summed_private, footprint, rc, peaks = psutil.Process(proc.pid), 0, 0, 0, None, {}
         while rc is None:
             procs = tree_processes(root)
             total = sum(rss for _, rss, _, _ in procs)
+            private = sum(p for _, _, p, _ in procs)
             summed = max(summed, total)
-            summed_private = max(summed_private, sum(private for _, _, private, _ in procs))
+            summed_private = max(summed_private, private)
+            now = private + shm_used()
+            footprint = max(footprint, now)
             for pid, rss, private, title in procs:  # each process's peaks, and every title it had (a Ray worker's tasks)
                 peak = peaks.setdefault(pid, [0, [], 0])
                 peak[0], peak[2] = max(peak[0], rss), max(peak[2], private)
@@ -118,8 +133,8 @@ def measure(cmd: list[str], log_path: str, timeout: float, cap_gib: float = 0) -
                     peak[1].append(title)
             if not stopped and time.perf_counter() - t0 > timeout:
                 stopped = f"killed at the {timeout:.0f} s timeout"
-            if not stopped and cap_gib and total > cap_gib * 2**30:
-                stopped = f"killed at the {cap_gib:g} GiB memory cap"
+            if not stopped and cap_gib and (now if cap_on == "footprint" else total) > cap_gib * 2**30:
+                stopped = f"killed at the {cap_gib:g} GiB memory cap ({cap_on})"
             if stopped:
                 try:
                     tree = [root, *root.children(recursive=True)]
@@ -141,7 +156,7 @@ def measure(cmd: list[str], log_path: str, timeout: float, cap_gib: float = 0) -
             "driver_gib": gib(driver[0]), "driver_private_gib": gib(driver[2]),
             "largest_gib": gib(top[0][0]) if top else 0.0, "summed_gib": gib(summed),
             "largest_private_gib": gib(max((p[2] for p in peaks.values()), default=0)),
-            "summed_private_gib": gib(summed_private),
+            "summed_private_gib": gib(summed_private), "footprint_gib": gib(footprint),
             "largest_processes": [{"gib": gib(rss), "private_gib": gib(private), "titles": titles[:6]}
                                   for rss, titles, private in top]}
 
@@ -156,8 +171,8 @@ def table(rows: list[dict]) -> str:
 
 
 def label(row: dict) -> str:
-    """The stage, and its input where it is not the synthetic corpus."""
-    return row["stage"] + (f" ({row['input']})" if "input" in row else "")
+    """The stage, its input where it is not the synthetic corpus, and the overrides it ran with."""
+    return row["stage"] + (f" ({row['input']})" if "input" in row else "") + "".join(f" [{o}]" for o in row.get("overrides", []))
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -201,8 +216,13 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=3600, help="seconds per stage before it is killed")
     p.add_argument("--memory-cap", type=float, default=20.0,
                    help="GiB of summed RSS at which a stage is killed (0: none; this machine has 24)")
+    p.add_argument("--cap-on", choices=["rss", "footprint"], default="rss",
+                   help="what --memory-cap limits: the summed RSS (counts the object store's pages once per process "
+                        "that maps them) or the footprint (summed private bytes + /dev/shm in use)")
     p.add_argument("--vectors", action="store_true",
                    help="the tokenizer stage alone, on synthetic embeddings of --items items (no corpus, no encoder)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="a config override for every stage (e.g. data.part_bytes=67108864), recorded in its row")
     p.add_argument("--plot", action="store_true", help="only print the table and draw the plot of what ran")
     args = p.parse_args()
     results = os.path.join(args.work, "scale.jsonl")
@@ -252,13 +272,16 @@ def run_stage(stage: str, work: str, cfg_path: str, args, results: str, **tags) 
     job, overrides = STAGES[stage]
     corpus_ray = f"{work}/corpus" if args.corpus_engine == "ray" else f"{work}/corpus_ray"
     cmd = [sys.executable, f"jobs/{job}.py", "--config", cfg_path,
-           *(o.format(work=work, corpus_ray=corpus_ray) for o in overrides)]
-    r = measure(cmd, os.path.join(work, f"{stage}.log"), args.timeout, args.memory_cap)
+           *(o.format(work=work, corpus_ray=corpus_ray) for o in overrides), *args.overrides]
+    r = measure(cmd, os.path.join(work, f"{stage}.log"), args.timeout, args.memory_cap, args.cap_on)
     row = {"stage": stage, "items": args.items, "interactions": args.interactions or 0, **tags, **r}
+    if args.overrides:
+        row["overrides"] = list(args.overrides)
     with open(results, "a") as f:
         f.write(json.dumps(row) + "\n")
     print(f"{stage:9s} {r['seconds']:8.1f} s  largest {r['largest_gib']:.2f} GiB  summed {r['summed_gib']:.2f} GiB "
-          f"(private: {r['largest_private_gib']:.2f} / {r['summed_private_gib']:.2f})  driver {r['driver_gib']:.2f} GiB  "
+          f"(private: {r['largest_private_gib']:.2f} / {r['summed_private_gib']:.2f}; footprint {r['footprint_gib']:.2f})  "
+          f"driver {r['driver_gib']:.2f} GiB  "
           f"exit {r['rc']} {r['stopped']}", flush=True)
     for p in r["largest_processes"]:
         print(f"    {p['gib']:.2f} GiB ({p['private_gib']:.2f} private)  {' | '.join(p['titles'])}", flush=True)
