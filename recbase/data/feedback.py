@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recbase import storage
 from recbase.data.schema import LIKED, arrow_item_keys, item_keys
 
 # the histories' columns the matrix reads
@@ -30,6 +31,11 @@ class Feedback:
         users = np.repeat(np.arange(len(lengths)), lengths)  # [I]
         self.index = pd.Index(uniques)
         self.matrix = sp.csc_matrix((np.where(liked, 1.0, -1.0), (users, codes)), shape=(len(lengths), len(uniques)))
+
+    @classmethod
+    def read(cls, histories: str) -> "Feedback":
+        """The matrix of a corpus's pretraining histories file (``Corpus.histories``), only the columns it needs."""
+        return cls(storage.read_parquet(histories, columns=COLUMNS))
 
     def rows(self, domains, item_ids) -> np.ndarray:
         return self.index.get_indexer(item_keys(domains, item_ids))

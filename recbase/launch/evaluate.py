@@ -13,7 +13,6 @@ import ray
 
 from recbase import storage
 from recbase.artifacts import Corpus, Embeddings, Evaluation, ExportedModel, TokenizerOutput
-from recbase.data.feedback import COLUMNS as feedback_columns
 from recbase.data.schema import ITEM_KEY_SEP, arrow_item_keys
 from recbase.data.sources import recbench as recbench_source
 from recbase.config import ActorsConfig, EmbedConfig, EvalConfig, TokenizerConfig, to_dict
@@ -251,7 +250,7 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
         if e.recommend_users:
             full_stats = baselines.ItemStats(stats_table)
     # item_cf: the pretraining users' feedback as a users x items matrix, built once for the run
-    feedback = (baselines.Feedback(storage.read_parquet(Corpus(meta["corpus"]).histories, columns=feedback_columns))
+    feedback = (baselines.Feedback.read(Corpus(meta["corpus"]).histories)
                 if set(e.baselines) & baselines.NEEDS_HISTORIES else None)
     t0 = time.perf_counter()
     for name in e.datasets:

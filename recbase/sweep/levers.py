@@ -36,7 +36,7 @@ def baseline_metrics(cfg: Config, name: str, table: bl.EmbeddingTable, knn_k: in
         return {}
     groups, n = group_pairs(pairs), len(pairs)
     stats = bl.ItemStats(storage.read_parquet(Corpus(cfg.data.output).item_stats))
-    feedback = bl.Feedback(storage.read_parquet(Corpus(cfg.data.output).histories))
+    feedback = bl.Feedback.read(Corpus(cfg.data.output).histories)
     scores, _ = bl.score(bl.NO_MODEL, groups, n, stats, table, knn_k, like_prior, feedback=feedback)
     y, h = pairs["click"].to_numpy(), history_ids(groups, n)
     return {m: metrics.pair_metrics(y, h, s) for m, s in scores.items()}

@@ -91,7 +91,8 @@ def scored_sets(cfg: Config, datasets, max_users: int) -> dict:
             groups = group_pairs(pairs)
             prior = None
             if cfg.eval.weight_for("item_prior_weight", name) > 0:
-                stats = stats or bl.ItemStats(storage.read_parquet(Corpus(cfg.data.output).item_stats))
+                if stats is None:
+                    stats = bl.ItemStats(storage.read_parquet(Corpus(cfg.data.output).item_stats))
                 keys = set(item_keys(pairs["domain"], pairs["item_id"])) | set(stats.index[stats.pool(cfg.eval.content_pool_items)])
                 table = bl.EmbeddingTable(*Embeddings(cfg.embed.output).load(only=keys))
                 prior, _ = bl.item_prior(groups, len(pairs), table, stats, pool=cfg.eval.content_pool_items)

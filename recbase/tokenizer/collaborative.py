@@ -21,7 +21,8 @@ import pandas as pd
 
 from recbase import storage
 from recbase.artifacts import TokenizerOutput
-from recbase.data.feedback import COLUMNS, Feedback
+from recbase.config import TokenizerConfig
+from recbase.data.feedback import Feedback
 from recbase.data.schema import item_keys
 
 MIN_RATINGS = 5  # pretraining ratings an item needs to train the text -> factors ridge
@@ -99,10 +100,10 @@ class ItemFactors:
             return cls(z["keys"], z["factors"], z["ridge"], float(z["weight"]))
 
 
-def fit_for(cfg, histories: str, domains, item_ids, x: np.ndarray) -> "ItemFactors | None":
-    """``cfg`` (a TokenizerConfig)'s factors from the corpus's pretraining ``histories`` file, fitted with
+def fit_for(cfg: TokenizerConfig, histories: str, domains, item_ids, x: np.ndarray) -> "ItemFactors | None":
+    """``cfg``'s factors from the corpus's pretraining ``histories`` file, fitted with
     the training sample's embeddings ``x``; None where ``collaborative_weight`` is 0."""
     if cfg.collaborative_weight <= 0:
         return None
-    return ItemFactors.fit(Feedback(storage.read_parquet(histories, columns=COLUMNS)), domains, item_ids, x,
+    return ItemFactors.fit(Feedback.read(histories), domains, item_ids, x,
                            cfg.collaborative_rank, cfg.collaborative_weight, cfg.seed)
