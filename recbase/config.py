@@ -77,6 +77,10 @@ class SplitConfig:
     recbench_positives: int = 2
     recbench_negatives: int = 10
     candidates_per_user: int = 5
+    # the validation datasets' candidates per user (0: candidates_per_user). More candidates put more of the
+    # validation users' histories in the GAUC (it counts only histories holding both labels) without moving
+    # any test pair or pretraining history; the evaluated histories are shorter by as many items
+    validation_candidates_per_user: int = 0
     # an evaluated user needs at least this many earlier interactions as history
     min_eval_history: int = 5
     # implicit data (no rating, no click): negatives sampled per positive from items never touched
@@ -85,6 +89,11 @@ class SplitConfig:
     # a non-click, anything between (MovieLens: 3) is not an evaluation pair
     click_min_rating: float = 4.0
     nonclick_max_rating: float = 2.0
+
+    def for_validation(self) -> "SplitConfig":
+        """The protocol the validation datasets are drawn with: ``validation_candidates_per_user`` candidates."""
+        n = self.validation_candidates_per_user
+        return dataclasses.replace(self, candidates_per_user=n) if n else self
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.unseen_user_fraction < 1.0:
@@ -98,6 +107,8 @@ class SplitConfig:
         for name in ("candidates_per_user", "min_eval_history", "recbench_positives"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"split.{name} must be >= 1, got {getattr(self, name)}")
+        if self.validation_candidates_per_user < 0:
+            raise ConfigError("split.validation_candidates_per_user must be >= 0 (0: candidates_per_user)")
         if self.recbench_negatives < 0:
             raise ConfigError("split.recbench_negatives must be >= 0")
         if self.negatives_per_positive < 0:

@@ -69,7 +69,17 @@ def test_a_complete_corpus_is_reused_only_for_the_settings_it_was_prepared_with(
     other = dataclasses.replace(cfg, history_feedback="positive" if cfg.history_feedback == "all" else "all")
     with pytest.raises(ConfigError, match=r"prepared with other data settings \(data.history_feedback: .*data.force=true"):
         prepare(other, log=lambda s: None)
-    assert prepare(dataclasses.replace(other, force=True), log=lambda s: None)["config"]["history_feedback"] == other.history_feedback
+    m = prepare(dataclasses.replace(other, force=True), log=lambda s: None)
+    assert m["config"]["history_feedback"] == other.history_feedback
+    # a corpus written before a setting existed was made as its default behaves: reused at the default only
+    from recbase.artifacts import Corpus
+
+    del m["config"]["split"]["validation_candidates_per_user"]
+    Corpus(other.output).write_manifest(m)
+    assert prepare(other, log=lambda s: None)["created"] == m["created"]
+    more = dataclasses.replace(other, split=dataclasses.replace(other.split, validation_candidates_per_user=3))
+    with pytest.raises(ConfigError, match=r"other data settings \(data.split: "):
+        prepare(more, log=lambda s: None)
 
 
 def test_movielens_wrong_columns_is_one_clear_error(tmp_path, fixture_copy):

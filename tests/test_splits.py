@@ -122,6 +122,30 @@ def test_validation_split_is_disjoint_from_test_and_pretraining(tmp_path, fixtur
     assert set(t0.column("user_id").to_pylist()) == test_users
 
 
+def test_validation_candidates_per_user_moves_only_the_validation_pairs(tmp_path, fixture_copy):
+    src = fixture_copy("grouplens-ml-1m")
+    split = {"unseen_user_fraction": 0.25, "unseen_domains": ["Action"], "validation_domains": ["Comedy"],
+             "validation_user_fraction": 0.25, "min_eval_history": 2, "candidates_per_user": 1}
+    m1, one = run(tmp_path / "one", src, min_history=2, history_feedback="all", split=split)
+    m3, three = run(tmp_path / "three", src, min_history=2, history_feedback="all",
+                    split={**split, "validation_candidates_per_user": 3})
+    # the test pairs and the pretraining histories are the same table
+    for name in ("eval/unseen_users.parquet", "eval/unseen_domains.parquet", "pretrain/histories.parquet"):
+        assert one[name].equals(three[name]), name
+    for name in ("eval/validation_users.parquet", "eval/validation_domains.parquet"):
+        a, b = one[name].to_pandas(), three[name].to_pandas()
+        # the same users (and those whose one candidate was a neutral rating, no pair), more candidates each
+        assert set(a["user_id"]) <= set(b["user_id"])
+        assert a.groupby("user_id").size().max() == 1 and b.groupby("user_id").size().max() > 1, name
+        # each user's history ends where the earliest of the candidates begins: as much shorter as it has more
+        # (a user with only min_eval_history + 1 items keeps one candidate)
+        shorter = [len(b.loc[b["user_id"] == u, "history_item_ids"].iloc[0]) - len(rows["history_item_ids"].iloc[0])
+                   for u, rows in a.groupby("user_id")]
+        assert max(shorter) <= 0 and min(shorter) < 0, name
+    assert m1["split"]["eval"]["validation_candidates_per_user"] == 1
+    assert m3["split"]["eval"]["validation_candidates_per_user"] == 3
+
+
 def test_implicit_data_gets_sampled_negatives_never_touched(tmp_path, fixture_copy):
     src = fixture_copy("amazon2023")
     # drop the ratings: the reviews become implicit feedback

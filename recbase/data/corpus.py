@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import recbase
 from recbase import storage
@@ -154,18 +155,22 @@ def check_counts(reports: list[dict], kept: dict[str, dict[str, int]], rejects: 
 def check_same_settings(manifest: dict, cfg: DataConfig) -> None:
     """A complete corpus is reused only for the settings it was prepared with: another ``history_feedback``,
     split or source would silently feed every later stage the old corpus."""
-    had, asked = manifest.get("config", {}), to_dict(cfg)
-    differ = [k for k in asked if k not in ("output", "force", *ENGINE_KEYS) and k in had and not _same(had[k], asked[k])]
+    had, asked, default = manifest.get("config", {}), to_dict(cfg), to_dict(DataConfig())
+    differ = [k for k in asked if k not in ("output", "force", *ENGINE_KEYS)
+              and not _same(had.get(k, default.get(k, asked[k])), asked[k], default.get(k))]
     if differ:
         raise ConfigError(f"{cfg.output} was prepared with other data settings ({', '.join(f'data.{k}' for k in differ)}: "
                           f"{', '.join(repr(had.get(k)) for k in differ)}); set data.force=true to prepare it again "
                           "(and rerun the stages after it), or choose another data.output")
 
 
-def _same(had, asked) -> bool:
-    """Settings equal, a key the recorded one lacks aside (added to the config after it was written)."""
+def _same(had, asked, default=None) -> bool:
+    """Settings equal. A key the recorded ones lack was added to the config after they were written: the
+    corpus was made as its default behaves, so it is the same only where the asked value is that default."""
     if isinstance(had, dict) and isinstance(asked, dict):
-        return all(k in asked and _same(v, asked[k]) for k, v in had.items())
+        default = default if isinstance(default, dict) else {}
+        return (all(k in asked and _same(v, asked[k], default.get(k)) for k, v in had.items())
+                and all(k in had or k not in default or _same(default[k], v) for k, v in asked.items()))
     return had == asked
 
 
@@ -217,7 +222,8 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     given_stats = {}
     for label, domain, pairs, histories in given:
         tables[label], given_stats[label] = splits.given_pairs(pairs, domain, histories, cfg.max_history)
-    split_report = merge_split_report(cfg, [part.without_tables()], held, val_users, item_stats, given_stats)
+    split_report = merge_split_report(cfg, [part.without_tables()], held, val_users, stats_totals(item_stats),
+                                      given_stats)
 
     t_write = time.perf_counter()
     storage.write_parquet(pa.Table.from_pandas(items[ITEMS.names], schema=ITEMS, preserve_index=False), corpus.items)
@@ -310,7 +316,7 @@ class SplitPart:
 
     histories: pa.Table | None
     hist_stats: dict[str, int]
-    item_stats: pa.Table
+    item_stats: pa.Table | None  # None where the counts went elsewhere (the Ray path writes them per shard)
     pairs: dict[str, list[tuple[str, pa.Table | None]]]
     pair_stats: dict[str, list[tuple[str, dict]]]
     excluded: dict[str, int]
@@ -343,20 +349,21 @@ def split_users(cfg: DataConfig, inter: pd.DataFrame, pools: dict[str, np.ndarra
         for u, d, i in zip(inter["user_id"], inter["domain"], inter["item_id"]):
             touched[u].add((d, i))
 
-    def pairs(scope: pd.DataFrame):
-        return splits.eval_pairs(scope, sp, cfg.history_feedback, cfg.max_history, pools, touched, sp.seed + 1)
+    def pairs(scope: pd.DataFrame, name: str):
+        protocol = sp.for_validation() if name.startswith("validation_") else sp
+        return splits.eval_pairs(scope, protocol, cfg.history_feedback, cfg.max_history, pools, touched, sp.seed + 1)
 
     tables: dict[str, list] = {}
     stats: dict[str, list] = {}
     for name, domains in (("unseen_domains", unseen_dom), ("validation_domains", val_dom)):
         # each held-out domain is its own zero-shot dataset: history and candidates from that domain
-        per_domain = [(d, pairs(inter.loc[inter["domain"] == d])) for d in domains]
+        per_domain = [(d, pairs(inter.loc[inter["domain"] == d], name)) for d in domains]
         if per_domain:
             tables[name] = [(d, t) for d, (t, _) in per_domain]
             stats[name] = [(d, s) for d, (_, s) in per_domain]
     for name, users, chosen in (("unseen_users", in_held, held), ("validation_users", in_val, val_users)):
         if len(chosen):  # held-out users over the pretraining domains
-            t, s = pairs(inter.loc[users & ~out_dom])
+            t, s = pairs(inter.loc[users & ~out_dom], name)
             tables[name], stats[name] = [("", t)], [("", s)]
     excluded = {
         "unseen_users": int(in_held.sum()),
@@ -380,9 +387,17 @@ def _add_counts(total: dict, more: dict) -> dict:
     return dict(sorted(total.items()))
 
 
-def merge_split_report(cfg: DataConfig, parts: list[SplitPart], held, val_users, item_stats: pa.Table,
+def stats_totals(item_stats: pa.Table) -> dict[str, int]:
+    """What the manifest says of the item stats: how many items, interactions and liked ones they count."""
+    return {"items": item_stats.num_rows,
+            "interactions": int(pc.sum(item_stats["interactions"]).as_py() or 0),
+            "liked": int(pc.sum(item_stats["liked"]).as_py() or 0)}
+
+
+def merge_split_report(cfg: DataConfig, parts: list[SplitPart], held, val_users, item_totals: dict[str, int],
                        given_stats: dict) -> dict:
-    """The manifest's split report from every part's counts (a single part in one process)."""
+    """The manifest's split report from every part's counts (a single part in one process); ``item_totals``:
+    ``stats_totals`` of the merged item stats."""
     sp = cfg.split
     hist: dict = {}
     excluded: dict = {}
@@ -405,7 +420,6 @@ def merge_split_report(cfg: DataConfig, parts: list[SplitPart], held, val_users,
     protocols.update(given_stats)
     hist = {k: hist[k] for k in ("users", "interactions", "users_below_min_history",
                                  "interactions_of_users_below_min_history", "interactions_truncated")}
-    counted = item_stats.to_pandas()
     return {
         "seed": sp.seed,
         "order": "per user by (timestamp, domain, item_id, rating, click)",
@@ -420,8 +434,7 @@ def merge_split_report(cfg: DataConfig, parts: list[SplitPart], held, val_users,
             **hist,
             "excluded_interactions": {k: excluded.get(k, 0) for k in
                                       ("unseen_users", "validation_users", "held_out_domains_of_other_users", "not_liked")},
-            "item_stats": {"items": item_stats.num_rows, "interactions": int(counted["interactions"].sum()),
-                           "liked": int(counted["liked"].sum())},
+            "item_stats": {k: item_totals[k] for k in ("items", "interactions", "liked")},
         },
         "eval": {
             "protocol": sp.protocol,
@@ -429,6 +442,7 @@ def merge_split_report(cfg: DataConfig, parts: list[SplitPart], held, val_users,
             "recbench_negatives": sp.recbench_negatives,
             "history_feedback": cfg.history_feedback,
             "candidates_per_user": sp.candidates_per_user,
+            "validation_candidates_per_user": sp.for_validation().candidates_per_user,
             "min_eval_history": sp.min_eval_history,
             "click_min_rating": sp.click_min_rating,
             "nonclick_max_rating": sp.nonclick_max_rating,

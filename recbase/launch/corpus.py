@@ -14,11 +14,14 @@ for corpora one process cannot hold. The semantics live there; this file only di
    (``splits.order``) and writes them as the shard's part of ``interactions.parquet/``;
 4. split: one Ray Data task per shard applies the held-out protocols (``split_users``) to its users and
    writes its part of ``pretrain/histories.parquet/`` and of each ``eval/<dataset>.parquet/`` (one part
-   per held-out domain and shard: name order is the one-process row order);
+   per held-out domain and shard: name order is the one-process row order), and its users' item counts
+   to the scratch;
 5. the driver adds the counts up (the same ``merge_*`` functions), decides each item's fate on its key
    (``item_fates``: duplicate, unused, kept), checks kept + rejected = read; a task per read part writes
    its rejected items and gives the kept ones their text, Ray Data sorts them and the driver streams them
-   into ``items.parquet``; then the item stats, its rejects and the manifest, last.
+   into ``items.parquet``; Ray Data sums the shards' item counts per item (a groupby, then a sort), the
+   driver streams them into ``item_stats.parquet``; then the rejects and the manifest, last. The driver holds
+   the kept items' keys once and no shard's item counts.
 
 Parts are named so that reading a directory's parts in name order gives the one-process table row for
 row (``storage.read_parquet``); rejects are the same rows in another order.
@@ -42,7 +45,7 @@ from recbase.config import DataConfig
 from recbase.data import corpus as C
 from recbase.data import splits
 from recbase.data.rejects import Rejects
-from recbase.data.schema import INTERACTIONS, ITEMS
+from recbase.data.schema import INTERACTIONS, ITEM_STATS, ITEMS
 from recbase.data.text import format_items
 from recbase.data.sources import read_source, source_parts
 from recbase.data.sources.base import INTERACTION_COLUMNS, ORIGIN, SourceTables
@@ -50,6 +53,7 @@ from recbase.launch import session
 from recbase.launch.embed import IO_CPUS
 
 SCRATCH = "_scratch"  # under data.output: the parsed interactions, removed once the corpus is written
+SCRATCH_STATS = f"{SCRATCH}/item_stats"  # each shard's item counts, summed into item_stats.parquet
 # the parsed interactions as the shuffle carries them: the reader's columns, where each row came from,
 # its source and its place in the one-process read order
 PARSED = [*INTERACTION_COLUMNS, "domain", *ORIGIN, "_source", "_seq"]
@@ -157,12 +161,31 @@ class _Split:
             for d, (_, table) in enumerate(per):
                 domain = d if name.endswith("_domains") else None
                 storage.write_parquet(table, storage.join(corpus.pairs(name), _part_name(shard, domain)))
+        # its users' item counts go to the scratch, where Ray Data sums them over the shards
+        storage.write_parquet(part.item_stats, storage.join(self.cfg.output, SCRATCH_STATS, _part_name(shard)))
         rest = part.without_tables()
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, rest.item_stats.schema) as w:
-            w.write_table(rest.item_stats)
-        return {"shard": shard, "item_stats": sink.getvalue().to_pybytes(),
-                "counts": json.dumps({"hist_stats": rest.hist_stats, "pair_stats": rest.pair_stats, "excluded": rest.excluded})}
+        return {"shard": shard, "counts": json.dumps({"hist_stats": rest.hist_stats, "pair_stats": rest.pair_stats,
+                                                      "excluded": rest.excluded, "totals": C.stats_totals(part.item_stats)})}
+
+
+def _named_stats(batch: pa.Table) -> pa.Table:
+    """A batch of the summed item stats under ``ITEM_STATS``'s names."""
+    return batch.rename_columns(["domain", "item_id", "interactions", "liked"]).select(ITEM_STATS.names)
+
+
+def _write_item_stats(cfg: DataConfig, shards: int) -> int:
+    """The shards' item stats summed per item by a Ray Data groupby, sorted by item and streamed into
+    ``item_stats.parquet`` (no process holds every shard's counts); returns the items written."""
+    path = Corpus(cfg.output).item_stats
+    if not shards:
+        storage.write_parquet(ITEM_STATS.empty_table(), path)
+        return 0
+    summed = (ray.data.read_parquet(storage.join(cfg.output, SCRATCH_STATS), num_cpus=IO_CPUS)
+              .groupby(["domain", "item_id"]).sum(["interactions", "liked"])
+              .sort(["domain", "item_id"]))
+    return storage.write_parquet_batches(
+        lambda: (_named_stats(b) for b in summed.iter_batches(batch_format="pyarrow", batch_size=ITEM_BATCH)),
+        ITEM_STATS, path)
 
 
 def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
@@ -248,6 +271,7 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     for (label, reason), n in pd.Series(fates).groupby([keys["_source"].to_numpy(), fates]).size().items():
         if reason != C.KEPT:  # counted here, written by the items' tasks below
             rejects.counts[(label, "items", reason)] += int(n)
+    del keys  # from here on the driver holds the kept items' keys only (``items``)
     C.check_counts(reports, kept, rejects)
 
     # 4. the split, one task per shard
@@ -272,19 +296,18 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     del item_refs
     sorted_items = ray.data.from_arrow_refs(tables).sort(["domain", "item_id"])
 
-    stats = [pa.ipc.open_stream(r["item_stats"]).read_all() for r in split]
     for r in split:
         r["counts"] = json.loads(r["counts"])
-    item_stats = C.merge_item_stats(stats)
-    parts_ = [C.SplitPart(None, r["counts"]["hist_stats"], stats[i], {},
+    parts_ = [C.SplitPart(None, r["counts"]["hist_stats"], None, {},
                           {k: [tuple(x) for x in v] for k, v in r["counts"]["pair_stats"].items()}, r["counts"]["excluded"])
-              for i, r in enumerate(split)]
-    split_report = C.merge_split_report(cfg, parts_, held, val_users, item_stats, {})
+              for r in split]
 
     t_write = time.perf_counter()
     storage.write_parquet_batches(lambda: sorted_items.iter_batches(batch_format="pyarrow", batch_size=ITEM_BATCH),
                                   ITEMS, corpus.items)
-    storage.write_parquet(item_stats, corpus.item_stats)
+    totals = {k: sum(r["counts"]["totals"][k] for r in split) for k in ("interactions", "liked")}
+    totals["items"] = _write_item_stats(cfg, len(split))
+    split_report = C.merge_split_report(cfg, parts_, held, val_users, totals, {})
     storage.write_parquet(rejects.to_table(), storage.join(corpus.rejects, "part-reads.parquet"))
     manifest = C.build_manifest(cfg, reports, items, C.merge_domain_counts([r["domains"] for r in cleaned]), len(users),
                                 split_report, list(parts_[0].pair_stats) if parts_ else [],
