@@ -78,12 +78,16 @@ def test_ml1m_embed_then_tokenize_hands_off_by_manifest(tmp_path, default_tokeni
     assert m["metrics"]["collision_rate_after_dedup"] == 0
     assert m["dedup_size"] == ids["dedup"].max() + 1
     assert os.path.getsize(f"{tok_dir}/usage.png") > 10_000
-    # the frozen tokenizer assigns new items zero-shot, through the same interface
+    # the frozen tokenizer assigns new items zero-shot, through the same interface; the default's input is each
+    # item's embedding beside its collaborative factors (tokenizer.collaborative_weight 1)
+    from recbase.tokenizer.collaborative import ItemFactors
     from recbase.tokenizer.tokenizer import Tokenizer
 
     tok = Tokenizer.load(tok_dir)
-    _, _, x = Embeddings(emb).load()
-    assert np.array_equal(tok.codes(x[:10]), np.stack(ids["codes"][:10]))
+    d, i, x = Embeddings(emb).load()
+    assert m["training"]["collaborative"]["rank"] == 32
+    factors = ItemFactors.load(tok_dir)
+    assert np.array_equal(tok.codes(factors.augment(d[:10], i[:10], x[:10])), np.stack(ids["codes"][:10]))
 
     # the RQ-KMeans baseline behind the same interface, same stage; here on the embeddings with the
     # collaborative factors of the embeddings' corpus (its pretraining histories) beside them
@@ -91,8 +95,6 @@ def test_ml1m_embed_then_tokenize_hands_off_by_manifest(tmp_path, default_tokeni
         "tokenizer.kind=rqkmeans", "tokenizer.enforce_quality_gate=false", "tokenizer.collaborative_weight=1.0"])
     mr = tokenize.run(rq.tokenizer, Embeddings(emb), log=lambda s: None).manifest()
     assert mr["kind"] == "rqkmeans" and mr["metrics"]["levels"][0]["utilization"] == 1.0
-    from recbase.tokenizer.collaborative import ItemFactors
-
     collab = mr["training"]["collaborative"]
     assert collab["rank"] == 32 and collab["weight"] == 1.0
     # the held-out domains' items (and any item no pretraining user rated) take their factors from their text

@@ -181,7 +181,7 @@ def _write_item_stats(cfg: DataConfig, shards: int) -> int:
         storage.write_parquet(ITEM_STATS.empty_table(), path)
         return 0
     summed = (ray.data.read_parquet(storage.join(cfg.output, SCRATCH_STATS), num_cpus=IO_CPUS)
-              .groupby(["domain", "item_id"]).sum(["interactions", "liked"])
+              .groupby(["domain", "item_id"], num_partitions=shards).sum(["interactions", "liked"])
               .sort(["domain", "item_id"]))
     return storage.write_parquet_batches(
         lambda: (_named_stats(b) for b in summed.iter_batches(batch_format="pyarrow", batch_size=ITEM_BATCH)),

@@ -54,7 +54,8 @@ class ItemFactors:
         m = feedback.matrix.astype(np.float64)
         if min(m.shape) <= rank:
             raise ValueError(f"tokenizer.collaborative_rank={rank} needs more than {rank} pretraining users and "
-                             f"items; the corpus has {m.shape[0]} users x {m.shape[1]} items")
+                             f"items; the corpus has {m.shape[0]} users x {m.shape[1]} items: set a lower "
+                             "tokenizer.collaborative_rank, or tokenizer.collaborative_weight=0 (text only)")
         _, s, vt = svds(m, k=rank, random_state=seed)
         factors = _unit(vt.T * s)  # [M, k]
         rated = np.asarray((m != 0).sum(0)).ravel()  # [M]
