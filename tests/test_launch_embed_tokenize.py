@@ -86,6 +86,9 @@ def test_ml1m_embed_then_tokenize_hands_off_by_manifest(tmp_path, default_tokeni
     tok = Tokenizer.load(tok_dir)
     d, i, x = Embeddings(emb).load()
     assert m["training"]["collaborative"]["rank"] == 32
+    from recbase.tokenizer.metrics import describe
+
+    assert "beside 1 x its rank-32 collaborative factors" in describe(m)  # what the stage prints says so
     factors = ItemFactors.load(tok_dir)
     assert np.array_equal(tok.codes(factors.augment(d[:10], i[:10], x[:10])), np.stack(ids["codes"][:10]))
 

@@ -145,5 +145,12 @@ def describe(manifest: dict) -> str:
         lines.append(f"{l['level']:<7}{l['utilization']:>8.1%}{l['perplexity']:>12.1f}{l['max_share']:>11.2%}")
     lines.append(f"raw collisions {m['collision_rate']:.2%} ({m['items_in_collisions']:.2%} of items share a tuple); "
                  f"after dedup {m['collision_rate_after_dedup']:.2%}, dedup size {m['dedup_size']}")
-    lines.append(f"reconstruction MSE {m['reconstruction_mse']:.4f} ({m['reconstruction_rel']:.1%} of the embeddings' variance)")
+    collab = manifest.get("training", {}).get("collaborative")
+    what = "the embeddings'"
+    if collab:
+        what = "the input's"
+        lines.append(f"input: each item's embedding beside {collab['weight']:g} x its rank-{collab['rank']} collaborative "
+                     f"factors (the pretraining users' feedback: {collab['items_with_feedback']:,} items; "
+                     f"from the text: {collab['train_items_from_text']:,} of the training items)")
+    lines.append(f"reconstruction MSE {m['reconstruction_mse']:.4f} ({m['reconstruction_rel']:.1%} of {what} variance)")
     return "\n".join(lines)
