@@ -248,19 +248,24 @@ def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     ds = ray.data.read_parquet(scratch, num_cpus=IO_CPUS)
     ds = ds.map_batches(shard_of, batch_format="pandas", num_cpus=IO_CPUS)
     # a shard's task holds its rows as pandas, reads and rejects included: about 2 KiB a row (measured at 1M items)
-    cleaned = ds.groupby("_shard", num_partitions=len(bounds) + 1).map_groups(
+    frame = ds.groupby("_shard", num_partitions=len(bounds) + 1).map_groups(
         _clean_shard, batch_format="pandas", num_cpus=IO_CPUS, memory=SHARD_ROW_BYTES * cfg.shard_rows,
         fn_kwargs={"output": out, "item_keys": ray.put(item_keys), "has_domain": has_domain}).to_pandas()
-    # plain rows (a column of JSON text read back through pandas' string dtype does not map to dicts)
-    cleaned = sorted(({"shard": int(r["shard"]), "users": list(r["users"]),
-                       **{k: json.loads(str(r[k])) for k in ("kept", "rejected", "domains", "used")}}
-                      for r in cleaned.to_dict("records")), key=lambda r: r["shard"])
+    # plain rows (a column of JSON text read back through pandas' string dtype does not map to dicts); each
+    # shard's used items go into one set as they are parsed, so no shard's list outlives its row
+    used: set = set()
+    cleaned = []
+    for r in frame.to_dict("records"):
+        used.update(map(tuple, json.loads(str(r.pop("used")))))
+        cleaned.append({"shard": int(r["shard"]), "users": list(r["users"]),
+                        **{k: json.loads(str(r[k])) for k in ("kept", "rejected", "domains")}})
+    del frame
+    cleaned.sort(key=lambda r: r["shard"])
     for r in cleaned:
         for source, table, reason, n in r["rejected"]:
             rejects.counts[(source, table, reason)] += int(n)
     log(f"[corpus] {len(cleaned)} shard(s) cleaned and ordered ({time.perf_counter() - t_start:.1f} s)")
 
-    used = {tuple(k) for r in cleaned for k in r["used"]}
     fates = C.item_fates(keys, used if cfg.drop_items_without_interactions else None)
     del used
     items = C.sort_items(keys.loc[fates == C.KEPT])  # the kept items' keys, in the corpus's order
