@@ -34,10 +34,9 @@ def _fit_task(cfg: TokenizerConfig, embed_output: str, histories: str | None) ->
     factors = collaborative.fit_for(cfg, histories, domains, item_ids, x)
     extra = {}
     if factors is not None:
-        _, known = factors.of(domains, item_ids, x)
+        x, known = factors.inputs(domains, item_ids, x)  # [N, E + k], [N]: one lookup of each item's factors
         extra["collaborative"] = {"rank": factors.rank, "weight": factors.weight, "items_with_feedback": len(factors.index),
                                   "train_items_from_text": int((~known).sum())}
-        x = factors.augment(domains, item_ids, x)  # [N, E + k]
     report = fit_and_save(x, cfg, device=device, progress=True, factors=factors) | extra
     return report, total_variance(x)
 

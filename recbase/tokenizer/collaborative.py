@@ -79,10 +79,15 @@ class ItemFactors:
             f[~known] = _unit(np.c_[x[~known], np.ones((~known).sum())] @ self.ridge)
         return f, known
 
+    def inputs(self, domains, item_ids, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The tokenizer's input [N, E + k] — text embeddings ``x`` [N, E] and ``weight`` x the factors — and
+        whether each item's factors came from feedback [N] (else: the ridge)."""
+        f, known = self.of(domains, item_ids, x)
+        return np.concatenate([np.asarray(x, np.float32), self.weight * f], 1), known
+
     def augment(self, domains, item_ids, x: np.ndarray) -> np.ndarray:
-        """The tokenizer's input [N, E + k]: text embeddings ``x`` [N, E] and ``weight`` x the factors."""
-        f, _ = self.of(domains, item_ids, x)
-        return np.concatenate([np.asarray(x, np.float32), self.weight * f], 1)
+        """The tokenizer's input [N, E + k] (``inputs`` without the provenance)."""
+        return self.inputs(domains, item_ids, x)[0]
 
     def save(self, directory: str) -> None:
         buf = io.BytesIO()
