@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recbase import storage
+from recbase.config import check_recorded
 from recbase.data.schema import arrow_item_keys, item_keys
 from recbase.embed.encoder import from_arrow
 
@@ -87,8 +88,14 @@ class Output:
         storage.write_json(manifest, self.manifest_path)
 
     def reuse(self, force: bool, log: Callable[[str], None], accept: Callable[[dict], bool] | None = None,
-              what: str = "") -> Any | None:
-        """The manifest if this output is complete and answers the config (``accept``), else None."""
+              what: str = "", settings: Any = None, redo: str = "redo it") -> Any | None:
+        """The manifest if this output is complete and answers the config (``accept``), else None. With
+        ``settings`` (the stage's config) a complete output made with other settings is an error
+        (``config.check_recorded``), never silently reused; a manifest that records none is not checked."""
+        if settings is not None and not force and self.complete():
+            recorded = storage.read_json(self.manifest_path).get("config")
+            if recorded is not None:
+                check_recorded(recorded, settings, self.stage, self.root, redo)
         return storage.completed(self.manifest_path, force, self.stage, log, accept=accept, what=what)
 
 

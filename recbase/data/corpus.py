@@ -38,10 +38,6 @@ from recbase.data.text import format_items
 
 
 
-# where and how a corpus is prepared, not what it holds: a corpus prepared either way is reused by the other
-ENGINE_KEYS = ("engine", "shard_rows", "part_bytes")
-
-
 class CountMismatch(AssertionError):
     """kept + rejected != read for some table: a row went missing (a bug, never expected)."""
 
@@ -152,35 +148,12 @@ def check_counts(reports: list[dict], kept: dict[str, dict[str, int]], rejects: 
                 raise CountMismatch(f"{rep['name']}/{t}: kept {rep['kept'].get(t, 0)} + rejected {n_rej} != read {n_read}")
 
 
-def check_same_settings(manifest: dict, cfg: DataConfig) -> None:
-    """A complete corpus is reused only for the settings it was prepared with: another ``history_feedback``,
-    split or source would silently feed every later stage the old corpus."""
-    had, asked, default = manifest.get("config", {}), to_dict(cfg), to_dict(DataConfig())
-    differ = [k for k in asked if k not in ("output", "force", *ENGINE_KEYS)
-              and not _same(had.get(k, default.get(k, asked[k])), asked[k], default.get(k))]
-    if differ:
-        raise ConfigError(f"{cfg.output} was prepared with other data settings ({', '.join(f'data.{k}' for k in differ)}: "
-                          f"{', '.join(repr(had.get(k)) for k in differ)}); set data.force=true to prepare it again "
-                          "(and rerun the stages after it), or choose another data.output")
-
-
-def _same(had, asked, default=None) -> bool:
-    """Settings equal. A key the recorded ones lack was added to the config after they were written: the
-    corpus was made as its default behaves, so it is the same only where the asked value is that default."""
-    if isinstance(had, dict) and isinstance(asked, dict):
-        default = default if isinstance(default, dict) else {}
-        return (all(k in asked and _same(v, asked[k], default.get(k)) for k, v in had.items())
-                and all(k in had or k not in default or _same(default[k], v) for k, v in asked.items()))
-    return had == asked
-
-
 def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     """Prepare the corpus ``cfg`` describes in this process (pandas); returns its manifest (skips if already
     complete). ``recbase.launch.corpus`` runs the same steps over Ray Data for corpora too large for one."""
     out, corpus = cfg.output, Corpus(cfg.output)
-    finished = corpus.reuse(cfg.force, log)
+    finished = corpus.reuse(cfg.force, log, settings=cfg, redo="prepare it again")
     if finished is not None:
-        check_same_settings(finished, cfg)
         return finished
     t_start = time.perf_counter()
     rejects = Rejects()

@@ -191,9 +191,8 @@ def _write_item_stats(cfg: DataConfig, shards: int) -> int:
 def prepare(cfg: DataConfig, log: Callable[[str], None] = print) -> dict:
     """``recbase.data.corpus.prepare`` over Ray Data; the same outputs, sharded. Returns the manifest."""
     out, corpus = cfg.output, Corpus(cfg.output)
-    finished = corpus.reuse(cfg.force, log)
+    finished = corpus.reuse(cfg.force, log, settings=cfg, redo="prepare it again")
     if finished is not None:
-        C.check_same_settings(finished, cfg)
         return finished
     session.init()
     t_start = time.perf_counter()

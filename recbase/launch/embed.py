@@ -41,7 +41,7 @@ def run(e: EmbedConfig, corpus: Corpus, log: Callable[[str], None] = print) -> E
     """Embed every item of ``corpus`` into ``e.output`` (skipped when complete; resumed when cut short)."""
     out = e.output
     emb = Embeddings(out)
-    if emb.reuse(e.force, log) is not None:
+    if emb.reuse(e.force, log, settings=e) is not None:
         return emb
     if e.force:
         storage.remove(out)
@@ -95,6 +95,7 @@ def run(e: EmbedConfig, corpus: Corpus, log: Callable[[str], None] = print) -> E
     with fs.open(p, "rb") as f:
         dim = pq.read_schema(f).field("embedding").type.list_size
     manifest = {
+        "config": to_dict(e),
         "model": e.model,
         "prefix": e.prefix,
         "normalize": e.normalize,

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from recbase import storage
 from recbase.artifacts import Corpus, ExportedModel, Finetuning
-from recbase.config import EvalConfig, FinetuneConfig, PretrainConfig
+from recbase.config import EvalConfig, FinetuneConfig, PretrainConfig, to_dict
 from recbase.data.schema import HISTORIES
 from recbase.eval.scoring import group_pairs
 from recbase.launch import evaluate, pretrain
@@ -46,7 +46,7 @@ def run(f: FinetuneConfig, model: ExportedModel, base: PretrainConfig, e: EvalCo
     """Continue ``model`` on ``f.dataset``'s histories (``base``'s model, workers and schedule, ``f``'s steps
     and learning rate), then evaluate both models side by side with ``e``'s actors."""
     out = Finetuning(f.output)
-    if out.reuse(f.force, log) is not None:
+    if out.reuse(f.force, log, settings=f) is not None:
         log(storage.open_binary(out.evaluation.results_md).read().decode())
         return out
     if f.steps < 1:
@@ -72,7 +72,7 @@ def run(f: FinetuneConfig, model: ExportedModel, base: PretrainConfig, e: EvalCo
     both = replace(e, model=mdir, finetuned=p.output, datasets=(f.dataset,), baselines=f.baselines,
                    output=out.evaluation.root, force=True)
     results = evaluate.run(both, model, log).manifest()
-    manifest = {"dataset": ds.label, "model": mdir, "finetuned": out.training.model.root,
+    manifest = {"config": to_dict(f), "dataset": ds.label, "model": mdir, "finetuned": out.training.model.root,
                 "sequences": {"users": table.num_rows, "candidates_in_sequences": overlap, "path": path},
                 "steps": trained["steps"], "val_loss": trained["val_loss"], "summary": results["summary"]}
     out.write_manifest(manifest)

@@ -147,7 +147,7 @@ def run(p: PretrainConfig, inputs: Inputs, corpus: Corpus, log: Callable[[str], 
     ``Inputs.continuing``: fine-tuning); ``corpus`` is the run's, recorded in the export."""
     out, stage = p.output, Pretraining(p.output)
     done = stage.reuse(p.force, log, accept=lambda m: m.get("steps") == p.max_steps,
-                       what=f", {p.max_steps} steps")  # asked for more steps: continue from the checkpoint
+                       what=f", {p.max_steps} steps", settings=p)  # asked for more steps: continue from the checkpoint
     if done is not None:
         return stage
     tok_manifest = tokenizer_manifest(inputs.concept_dir)

@@ -75,7 +75,7 @@ def _batches(ds: ray.data.Dataset) -> Iterator[pd.DataFrame]:
 def run(t: TokenizerConfig, embeddings: Embeddings, log: Callable[[str], None] = print) -> TokenizerOutput:
     """Train ``t`` on ``embeddings`` and write every item's concept IDs to ``t.output`` (skipped when complete)."""
     out = TokenizerOutput(t.output)
-    if out.reuse(t.force, log) is not None:
+    if out.reuse(t.force, log, settings=t) is not None:
         return out
     embed_manifest = embeddings.manifest()
     # the collaborative factors read the pretraining histories of the corpus the embeddings were made from
