@@ -38,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
+from ray.data.aggregate import Sum
 
 from recbase import storage
 from recbase.artifacts import Corpus
@@ -168,11 +169,6 @@ class _Split:
                                                       "excluded": rest.excluded, "totals": C.stats_totals(part.item_stats)})}
 
 
-def _named_stats(batch: pa.Table) -> pa.Table:
-    """A batch of the summed item stats under ``ITEM_STATS``'s names."""
-    return batch.rename_columns(["domain", "item_id", "interactions", "liked"]).select(ITEM_STATS.names)
-
-
 def _write_item_stats(cfg: DataConfig, shards: int) -> int:
     """The shards' item stats summed per item by a Ray Data groupby, sorted by item and streamed into
     ``item_stats.parquet`` (no process holds every shard's counts); returns the items written."""
@@ -181,10 +177,11 @@ def _write_item_stats(cfg: DataConfig, shards: int) -> int:
         storage.write_parquet(ITEM_STATS.empty_table(), path)
         return 0
     summed = (ray.data.read_parquet(storage.join(cfg.output, SCRATCH_STATS), num_cpus=IO_CPUS)
-              .groupby(["domain", "item_id"], num_partitions=shards).sum(["interactions", "liked"])
+              .groupby(["domain", "item_id"], num_partitions=shards)
+              .aggregate(*(Sum(c, alias_name=c) for c in ("interactions", "liked")))  # summed under their own names
               .sort(["domain", "item_id"]))
     return storage.write_parquet_batches(
-        lambda: (_named_stats(b) for b in summed.iter_batches(batch_format="pyarrow", batch_size=ITEM_BATCH)),
+        lambda: (b.select(ITEM_STATS.names) for b in summed.iter_batches(batch_format="pyarrow", batch_size=ITEM_BATCH)),
         ITEM_STATS, path)
 
 
