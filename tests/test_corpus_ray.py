@@ -34,8 +34,8 @@ def assert_same_corpus(a, b) -> None:
         assert ta[name].equals(tb[name]), f"{name}: {ta[name].num_rows} vs {tb[name].num_rows} rows"
     ma, mb = (storage.read_json(Corpus(str(r)).manifest_path) for r in (a, b))
     assert {k: v for k, v in ma.items() if k not in RUN_KEYS} == {k: v for k, v in mb.items() if k not in RUN_KEYS}
-    assert {k: v for k, v in ma["config"].items() if k not in ("output", *pandas_corpus.ENGINE_KEYS)} == \
-           {k: v for k, v in mb["config"].items() if k not in ("output", *pandas_corpus.ENGINE_KEYS)}
+    assert {k: v for k, v in ma["config"].items() if k not in config.DataConfig.RUN_KEYS} == \
+           {k: v for k, v in mb["config"].items() if k not in config.DataConfig.RUN_KEYS}
 
 
 def test_ml1m_on_ray_data_is_the_pandas_corpus(tmp_path, default_corpus, ray_session):
