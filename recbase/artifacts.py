@@ -92,11 +92,12 @@ class Output:
         """The manifest if this output is complete and answers the config (``accept``), else None. With
         ``settings`` (the stage's config) a complete output made with other settings is an error
         (``config.check_recorded``), never silently reused; a manifest that records none is not checked."""
-        if settings is not None and not force and self.complete():
-            recorded = storage.read_json(self.manifest_path).get("config")
-            if recorded is not None:
-                check_recorded(recorded, settings, self.stage, self.root, redo)
-        return storage.completed(self.manifest_path, force, self.stage, log, accept=accept, what=what)
+        def answers(manifest: dict) -> bool:  # the one read of the manifest: settings first, then ``accept``
+            if settings is not None and manifest.get("config") is not None:
+                check_recorded(manifest["config"], settings, self.stage, self.root, redo)
+            return accept is None or accept(manifest)
+
+        return storage.completed(self.manifest_path, force, self.stage, log, accept=answers, what=what)
 
 
 @dataclass(frozen=True)

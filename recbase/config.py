@@ -600,30 +600,23 @@ class Config:
 # a complete stage output answers the settings it was made with
 
 
-def changed_settings(recorded: dict, cfg: Any) -> list[str]:
-    """The keys of ``cfg`` (a stage's config) whose values differ from ``recorded`` (its ``to_dict``, as a
-    manifest keeps it), its ``RUN_KEYS`` aside. A key the recorded ones lack was added to the config after
-    they were written: the output was made as the key's default behaves, so it is the same only where the
-    asked value is that default."""
-    asked, default = to_dict(cfg), to_dict(type(cfg)())
-    return [k for k in asked if k not in getattr(cfg, "RUN_KEYS", ())
-            and not _same(recorded.get(k, default.get(k, asked[k])), asked[k], default.get(k))]
-
-
 def check_recorded(recorded: dict, cfg: Any, section: str, output: str, redo: str = "redo it") -> None:
-    """A complete output is reused only for the settings it was made with (``recorded``): another one would
-    silently feed every later stage the old output. One clear error naming the keys and the way out."""
-    differ = changed_settings(recorded, cfg)
+    """A complete output is reused only for the settings it was made with (``recorded``, the ``to_dict`` of
+    ``cfg``'s type a manifest keeps): another one would silently feed every later stage the old output. The
+    keys of ``cfg``'s ``RUN_KEYS`` do not count; a key the recorded ones lack was added to the config after
+    they were written, so the output was made as its default behaves. One clear error naming the keys."""
+    asked, default = to_dict(cfg), to_dict(type(cfg)())
+    had = {k: recorded.get(k, default.get(k, asked[k])) for k in asked}
+    differ = [k for k in asked if k not in getattr(cfg, "RUN_KEYS", ()) and not _same(had[k], asked[k], default.get(k))]
     if differ:
-        asked, default = to_dict(cfg), to_dict(type(cfg)())  # a key not recorded was its default there
         raise ConfigError(f"{output} was {'prepared' if section == 'data' else 'made'} with other {section} settings "
-                          f"({'; '.join(f'{section}.{k}: {recorded.get(k, default.get(k))!r} there, {asked[k]!r} asked' for k in differ)}); "
+                          f"({'; '.join(f'{section}.{k}: {had[k]!r} there, {asked[k]!r} asked' for k in differ)}); "
                           f"set {section}.force=true to {redo} (and rerun the stages after it), or choose another "
                           f"{section}.output")
 
 
 def _same(had: Any, asked: Any, default: Any = None) -> bool:
-    """Settings equal; in a mapping, a key ``had`` lacks counts as its default (``changed_settings``)."""
+    """Settings equal; in a mapping, a key ``had`` lacks counts as its default (``check_recorded``)."""
     if isinstance(had, dict) and isinstance(asked, dict):
         default = default if isinstance(default, dict) else {}
         return (all(k in asked and _same(v, asked[k], default.get(k)) for k, v in had.items())
