@@ -19,8 +19,9 @@ import torch
 from recbase import storage
 from recbase.eval import llm
 from recbase.data.sequences import history_tokens
-from recbase.eval.scoring import ConceptScorer, default_rule, group_pairs
+from recbase.eval.scoring import ConceptScorer, default_rule, group_pairs, history_items
 from recbase.artifacts import Corpus, ExportedModel
+from recbase.model import decoder
 from recbase.model.vocab import ItemIndex, Vocab
 
 
@@ -51,13 +52,9 @@ def main() -> None:
     items = storage.read_parquet(corpus.items).to_pandas()
     text = dict(zip(zip(items["domain"], items["item_id"]), items["text"]))
 
-    from transformers import AutoModelForCausalLM
-
     index = ItemIndex.load(mdir)
     vocab = Vocab.from_dict(meta["vocab"])
-    t = vocab.tokens_per_step
-    rec = ConceptScorer(AutoModelForCausalLM.from_pretrained(mdir), index, (meta["block_len"] - 1) // t - 1, vocab,
-                        default_rule(vocab))
+    rec = ConceptScorer(decoder.load(mdir), index, history_items(meta["block_len"], vocab), vocab, default_rule(vocab))
     lm_model, lm_tok = llm.load(args.llm)
     lm = llm.LLMScorer(lm_model, lm_tok, args.llm_history)
 
@@ -84,7 +81,7 @@ def main() -> None:
 
     lm_tokens = np.mean([prompt_tokens(g) for g in groups])
     print(f"{len(groups)} users, {sum(len(g.rows) for g in groups)} candidates ({args.dataset}); torch threads {args.threads}")
-    print(f"RecBase {params['RecBase']:,} parameters, history {hist_items:.1f} items x {t} tokens; "
+    print(f"RecBase {params['RecBase']:,} parameters, history {hist_items:.1f} items x {vocab.tokens_per_step} tokens; "
           f"LLM {params['LLM']:,} parameters, prompt {lm_tokens:.0f} tokens on average")
     print(f"{'':36} {'candidates/s':>13} {'candidates':>11}")
     for name, (rate, n) in rows.items():

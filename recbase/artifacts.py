@@ -214,7 +214,7 @@ class TokenizerOutput(Output):
 @dataclass(frozen=True)
 class ExportedModel(Output):
     """A Hugging Face model directory with the concept-ID map it was trained on and ``recbase.json``
-    (vocabulary, tokenizer manifest, block length, objective, corpus). Its manifest is the pretraining
+    (vocabulary, tokenizer manifest, block length, objective, layout, corpus). Its manifest is the pretraining
     output's, one level up; this directory is complete once ``recbase.json`` exists."""
 
     stage: ClassVar[str] = "pretrain"

@@ -340,6 +340,12 @@ class PretrainConfig:
     # tokens (beyond the paper; needs data.history_feedback=all), and a candidate is scored by the
     # model's log-odds of <liked> after it
     objective: Literal["next_item", "feedback"] = "next_item"
+    # how the model reads a history (beyond the paper): tokens, the decoder over each item's concept-ID tokens
+    # (and feedback tokens); items, the same Qwen2 body over two positions per item — the sum of its concept
+    # IDs' embeddings with a query mark, then again with its feedback's mark — and a <liked> head at each query
+    # position, trained by a logistic loss on the feedback (recbase/model/items.py; needs objective=feedback;
+    # no next-item head: recommendations rank the allowed items by the head)
+    layout: Literal["tokens", "items"] = "tokens"
     # objective=feedback: the training loss weighs each feedback-token target by this (item tokens by 1);
     # an item has tokens_per_item item targets and one feedback target, so 1 leaves the loss mostly
     # about items. Validation loss is always the plain mean over every target.
@@ -429,6 +435,11 @@ class PretrainConfig:
             raise ConfigError(f"pretrain.code_dropout_from must be >= 2 (level 1 is never redrawn), got {self.code_dropout_from}")
         if self.pair_weight < 0:
             raise ConfigError(f"pretrain.pair_weight must be >= 0, got {self.pair_weight}")
+        if self.layout == "items" and self.objective != "feedback":
+            raise ConfigError("pretrain.layout=items learns each item's feedback: it needs pretrain.objective=feedback")
+        if self.layout == "items" and self.feedback_weight != 1.0:
+            raise ConfigError("pretrain.feedback_weight weighs feedback against item tokens; pretrain.layout=items "
+                              "has feedback targets only: leave it at 1")
         if self.pair_weight > 0 and self.objective != "feedback":
             raise ConfigError("pretrain.pair_weight ranks feedback targets: it needs pretrain.objective=feedback")
         if self.feedback_weight <= 0:

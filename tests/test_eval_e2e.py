@@ -132,3 +132,39 @@ def test_finetune_then_recbench_directory_end_to_end(pretrained_run, default_cor
     kept = pq.read_table(tmp_path / "ev/datasets/movies-rb/corpus/items.parquet").num_rows
     assert len(index) == kept and all(i.startswith("rb-") for i in index.item_ids)  # every kept item, all new
     assert (tmp_path / "ev/auc.png").stat().st_size > 10_000
+
+
+def test_an_item_layout_model_pretrains_on_ray_and_is_scored_and_recommends(default_tokenized, default_corpus, tmp_path):
+    """pretrain.layout=items through the Ray path: Ray Train + DeepSpeed, its export, and the evaluate job's
+    actors scoring pairs and ranking the allowed items for the next-item metrics."""
+    from recbase.artifacts import Corpus, TokenizerOutput
+    from recbase.launch import pretrain
+    from recbase.model import decoder, items
+
+    corpus, _ = default_corpus
+    pairs = pd.read_parquet(f"{corpus}/eval/validation_users.parquet")
+    small = pairs[pairs["user_id"].isin(pairs["user_id"].drop_duplicates().iloc[:20])]
+    small.to_parquet(tmp_path / "small_users.parquet", index=False)
+    cfg = config.load(REPO / "jobs/configs/default.yaml", default_tokenized + [
+        f"pretrain.output={tmp_path / 'pt'}", "pretrain.layout=items", "pretrain.pair_weight=0", "pretrain.max_steps=12",
+        "pretrain.block_len=126", "pretrain.micro_batch_size=8", "pretrain.warmup_steps=2", "pretrain.log_every=4",
+        "pretrain.eval_every=12", "pretrain.checkpoint_every=12", "pretrain.val_fraction=0.01", "pretrain.workers.threads=1",
+        f"eval.datasets=[{tmp_path / 'small_users.parquet'}]", f"eval.output={tmp_path / 'ev'}",
+        "eval.baselines=[popularity, like_rate]", "eval.recommend_users=4", "eval.actors.concurrency=1"])
+    c = Corpus(cfg.data.output)
+    m = pretrain.run(cfg.pretrain, pretrain.Inputs.of(c, TokenizerOutput(cfg.tokenizer.output)), c, log=lambda s: None).manifest()
+    print({k: m[k] for k in ("layout", "steps", "val_loss", "baselines", "parameters")})
+    assert m["layout"] == "items" and m["steps"] == 12 and np.isfinite(m["val_loss"])
+    assert set(m["baselines"]) == {"like_share_val_loss", "uniform_val_loss"}  # a logistic loss on feedback targets
+    assert m["baselines"]["like_share_val_loss"] < m["baselines"]["uniform_val_loss"] == pytest.approx(np.log(2))
+    model = ExportedModel.find(str(tmp_path / "pt"))
+    assert model.meta()["layout"] == "items" and isinstance(decoder.load(model.root), items.ItemLayoutModel)
+
+    evaluate.run(cfg.eval, model, log=lambda s: None)
+    results = json.loads((tmp_path / "ev/results.json").read_text())
+    d = results["datasets"]["small_users"]
+    print(json.dumps({"layout": results["layout"], "methods": {k: v["gauc"] for k, v in d["methods"].items()},
+                      "next_item": d["next_item"]}, indent=1))
+    assert results["layout"] == "items" and results["scoring"] == "feedback"
+    assert d["methods"]["recbase"]["scored_pairs"] == d["pairs"] == len(small)
+    assert d["next_item"]["histories"] == 4 and "recall@10" in d["next_item"]["recbase"]

@@ -7,8 +7,8 @@ label replaced by liked = g_i . t_u > 0: g_i the item's collaborative factors (t
 unit length), t_u a random taste per user (seeded). Each item is liked by about half the users, so an
 item's quality carries nothing; only reading the user's history does. The figure a history reader can reach
 is printed: the history's signed mean factor against the candidate's. Train and score on it with the usual
-tools (``tune/sweep.py ... 'base=[data.output=runs/plant/corpus]'``, ``tune/item_layout.py``); the other
-evaluation sets are left out of the copy.
+tools (``tune/sweep.py ... 'base=[data.output=runs/plant/corpus]'``, with ``pretrain.layout=items`` for the
+item layout); the other evaluation sets are left out of the copy.
 """
 import argparse
 

@@ -3,6 +3,9 @@
 The constraint is our own logits processor, passed to ``generate`` on every call, so it holds whatever
 the model's ``generation_config`` says: at each step only the children of the current prefix in the
 trie of valid items keep their logits; every other token gets -inf.
+
+An item-layout model (``pretrain.layout=items``) has no next-item head: it ranks every allowed item by its
+<liked> head after the history instead — "what this user would like", not "what this user watches next".
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from recbase.eval.scoring import UserGroup
+from recbase.model.items import is_item_model
 from recbase.model.vocab import BOS, ItemIndex
 
 
@@ -33,10 +37,13 @@ class TrieConstraint(LogitsProcessor):
 @torch.no_grad()
 def recommend(model, index: ItemIndex, history_tokens: np.ndarray, k: int = 10, beams: int = 20,
               restrict: np.ndarray | None = None, max_history_items: int = 62) -> list[tuple[str, str]]:
-    """The top-k items (by beam score) after a history [n, t]; ``restrict``: rows of allowed items."""
+    """The top-k items (by beam score; an item-layout model: by its <liked> logit) after a history [n, t'];
+    ``restrict``: rows of allowed items."""
     t = index.vocab.tokens_per_item
     h = history_tokens[-max_history_items:].reshape(-1)
     prompt = torch.tensor([[BOS, *h.tolist()]], device=next(model.parameters()).device)  # [1, P]
+    if is_item_model(model):
+        return top_liked(model, index, prompt, k, restrict)
     beams = max(beams, k)
     out = model.generate(
         prompt, max_new_tokens=t, min_new_tokens=t, num_beams=beams, num_return_sequences=beams, do_sample=False,
@@ -49,6 +56,21 @@ def recommend(model, index: ItemIndex, history_tokens: np.ndarray, k: int = 10, 
             seen.add(item)
             ranked.append(item)
     return ranked[:k]
+
+
+ITEM_CHUNK = 512  # candidates per forward pass when an item-layout model ranks every allowed item
+
+
+@torch.no_grad()
+def top_liked(model, index: ItemIndex, prompt: torch.Tensor, k: int, restrict: np.ndarray | None = None) -> list[tuple[str, str]]:
+    """The ``k`` allowed items (``restrict``: rows; None = every item) with the highest <liked> logit of an
+    item-layout model after ``prompt`` [1, P]."""
+    rows = np.arange(len(index)) if restrict is None else np.asarray(restrict)
+    tokens = torch.as_tensor(index.tokens[rows], device=prompt.device).long()  # [R, t]
+    logits = torch.cat([model.candidate_logits(prompt, tokens[i:i + ITEM_CHUNK])
+                        for i in range(0, len(rows), ITEM_CHUNK)]) if len(rows) else torch.zeros(0)  # [R]
+    top = rows[np.argsort(-logits.float().cpu().numpy(), kind="stable")[:k]]
+    return [(index.domains[r], index.item_ids[r]) for r in top]
 
 
 def next_liked(groups: list[UserGroup], clicks: np.ndarray) -> list[tuple[int, tuple[str, str]]]:

@@ -3,7 +3,8 @@
 * ``likelihood`` (the paper's): the model's log-probability of the candidate's concept-ID tokens.
 * ``feedback`` (a model pretrained with feedback tokens, ``pretrain.objective=feedback``): after the
   candidate's tokens, log P(<liked>) - log P(<not-liked>) — the model's log-odds that this user likes
-  this item, as the LLM baseline reads P(Yes).
+  this item, as the LLM baseline reads P(Yes). An item-layout model (``pretrain.layout=items``) gives that
+  log-odds from its <liked> head at the candidate's query position (``ItemLayoutModel.candidate_logits``).
 
 Normalisation of ``likelihood``: the sum of log-probabilities over the candidate's tokens (its levels, and the dedup
 suffix when the vocabulary has one). Every item has the same number of tokens, so the sum and the
@@ -23,6 +24,7 @@ import pandas as pd
 import torch
 
 from recbase.data.sequences import history_tokens
+from recbase.model.items import is_item_model
 from recbase.model.vocab import BOS, ItemIndex, Vocab
 
 RULES = ("likelihood", "feedback")
@@ -100,6 +102,8 @@ class ConceptScorer:
     def score_user(self, history_tokens: np.ndarray, candidate_tokens: np.ndarray) -> np.ndarray:
         """History [n, t'], candidates [C, t] -> scores [C] (``rule``), one history pass."""
         cand = torch.as_tensor(candidate_tokens, device=self.device).long()  # [C, t]
+        if is_item_model(self.model):  # one pass over the history per candidate, batched
+            return self.model.candidate_logits(self.prompt(history_tokens), cand).float().cpu().numpy()  # [C]
         C, t = cand.shape
         out = self.model(input_ids=self.prompt(history_tokens), use_cache=True)
         first = torch.log_softmax(out.logits[0, -1].float(), -1)  # [V]
@@ -123,6 +127,9 @@ class ConceptScorer:
         prompt = self.prompt(history_tokens)  # [1, P]
         scores = []
         for row in torch.as_tensor(candidate_tokens, device=self.device).long():  # [t]
+            if is_item_model(self.model):
+                scores.append(float(self.model.candidate_logits(prompt, row[None])[0]))
+                continue
             ids = torch.cat([prompt, row[None]], 1)  # [1, P + t]
             logp = torch.log_softmax(self.model(input_ids=ids).logits[0, prompt.shape[1] - 1:].float(), -1)  # [t + 1, V]
             if self.rule == "feedback":

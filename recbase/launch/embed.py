@@ -109,7 +109,6 @@ def run(e: EmbedConfig, corpus: Corpus, log: Callable[[str], None] = print) -> E
         "seconds": round(seconds, 2),
         "items_per_s": round((n_items - n_done) / seconds, 1) if seconds > 0 else None,
         "actors": {"concurrency": a.concurrency, "num_cpus": a.num_cpus, "num_gpus": gpus, "threads": a.threads},
-        "config": to_dict(e),
     }
     emb.write_manifest(manifest)
     log(f"[embed] {n_items - n_done:,} items embedded ({dim}-d) in {seconds:.1f} s -> {out}")

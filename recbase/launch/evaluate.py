@@ -53,15 +53,15 @@ class ScoreActor:
 
     def __init__(self, model_dir: str, index_dir: str, max_history_items: int, threads: int, vocab: dict) -> None:
         import torch
-        from transformers import AutoModelForCausalLM
 
+        from recbase.model import decoder
         from recbase.model.vocab import ItemIndex
 
         if threads > 0:
             torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         with storage.local_dir(model_dir) as d:  # s3:// exports are downloaded once per actor
-            model = AutoModelForCausalLM.from_pretrained(d).to(device)
+            model = decoder.load(d).to(device)
         v = Vocab.from_dict(vocab)
         self.scorer = ConceptScorer(model, ItemIndex.load(index_dir), max_history_items, v, default_rule(v))
 
@@ -241,7 +241,8 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
     if "llm" in e.baselines:
         llm.resolve(e.llm)  # a builtin GGUF is converted once here, not by every actor
     results: dict = {"model": mdir, "models": models, "max_history_items": max_history,
-                     "objective": meta.get("objective", "next_item"), "scoring": default_rule(vocab), "datasets": {}}
+                     "objective": meta.get("objective", "next_item"), "layout": meta.get("layout", "tokens"),
+                     "scoring": default_rule(vocab), "datasets": {}}
     # the pretraining users' counts per item, read once for the run (every dataset shares the corpus) as Arrow;
     # each dataset keys only its candidates and the content pool (next-item popularity ranks every item)
     stats_table = full_stats = None

@@ -63,8 +63,8 @@ def run(f: FinetuneConfig, model: ExportedModel, base: PretrainConfig, e: EvalCo
     storage.write_parquet(table, path)
     log(f"[finetune] {ds.label}: {table.num_rows:,} users' histories ({sum(map(len, table.column('item_ids').to_pylist())):,} "
         f"items) as training sequences; candidates among them: {overlap}")
-    # the export's own objective (its vocabulary has feedback tokens or not), whatever the config says
-    p = replace(base, objective=meta.get("objective", "next_item"), output=out.training.root, max_steps=f.steps,
+    # the export's own objective (its vocabulary has feedback tokens or not) and layout, whatever the config says
+    p = replace(base, objective=meta.get("objective", "next_item"), layout=meta.get("layout", "tokens"), output=out.training.root, max_steps=f.steps,
                 lr=f.lr, warmup_steps=f.warmup_steps, val_fraction=f.val_fraction, name="finetune", storage_path="",
                 eval_every=min(base.eval_every, f.steps), checkpoint_every=min(base.checkpoint_every, f.steps),
                 force=f.force)

@@ -142,6 +142,18 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
+def loss_baselines(p: PretrainConfig, vocab: Vocab, train_counts: np.ndarray, val_counts: np.ndarray) -> dict[str, float]:
+    """The validation loss of what needs no model, on the same targets: add-one unigrams of the training
+    targets over all tokens and per level, and uniform; for the item layout (feedback targets only) the
+    training like share and a coin."""
+    if p.layout == "items":
+        fb = slice(vocab.feedback_from, vocab.feedback_from + 2)  # <liked>, <not-liked>
+        return {"like share": sequences.unigram_cross_entropy(train_counts[fb], val_counts[fb]), "uniform": math.log(2)}
+    return {"unigram": sequences.unigram_cross_entropy(train_counts, val_counts),
+            "per-level unigram": sequences.unigram_cross_entropy(train_counts, val_counts, vocab.ranges()),
+            "uniform": math.log(vocab.size)}
+
+
 def run(p: PretrainConfig, inputs: Inputs, corpus: Corpus, log: Callable[[str], None] = print) -> Pretraining:
     """Train ``p.model`` on ``inputs`` (``Inputs.of``: the corpus's histories in the tokenizer's concept IDs;
     ``Inputs.continuing``: fine-tuning); ``corpus`` is the run's, recorded in the export."""
@@ -168,11 +180,10 @@ def run(p: PretrainConfig, inputs: Inputs, corpus: Corpus, log: Callable[[str], 
     if n_val == 0 or n_train == 0:
         raise ValueError(f"{n_train} training / {n_val} validation blocks: too few users for "
                          f"pretrain.val_fraction={p.val_fraction}; change it or add data")
-    unigram = sequences.unigram_cross_entropy(train_counts, val_counts)
-    level_unigram = sequences.unigram_cross_entropy(train_counts, val_counts, vocab.ranges())
+    baselines = loss_baselines(p, vocab, train_counts, val_counts)
     log(f"[pretrain] {n_train:,} training blocks ({int(train_counts.sum()):,} targets), {n_val:,} validation "
-        f"blocks; vocabulary {vocab.size:,}; validation cross-entropy of unigram baselines: "
-        f"{unigram:.4f} (all tokens), {level_unigram:.4f} (per level) nats/token")
+        f"blocks; vocabulary {vocab.size:,}; validation loss of baselines: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in baselines.items()) + " nats/target")
     w = p.workers
     steps_per_epoch = n_train // (p.micro_batch_size * p.grad_accum * w.concurrency)
 
@@ -199,22 +210,21 @@ def run(p: PretrainConfig, inputs: Inputs, corpus: Corpus, log: Callable[[str], 
     seconds = time.perf_counter() - t0
 
     history = storage.read_json(stage.history)
-    model = decoder.build(p.model, vocab.size, device="meta", width=p.width, depth=p.depth)
-    params = decoder.count_parameters(model)
+    params = decoder.count_parameters(loop.fresh_model(p, vocab, device="meta"))
     final = history[-1]
     exported = stage.model
     # the concept-ID map the model was trained on: the tokenizer stage's, or the starting model's
     with storage.open_binary(storage.join(inputs.concept_dir, TokenizerOutput.concept_ids)) as f:
         storage.write_bytes(f.read(), exported.concept_ids)
     exported.write_meta({"vocab": vocab.to_dict(), "tokenizer": tok_manifest, "block_len": p.block_len,
-                         "objective": p.objective, "corpus": corpus.root})
-    report.plot_history(history, {"unigram": unigram, "per-level unigram": level_unigram}, stage.loss_png,
-                        f"{p.model} on {corpus.root}")
+                         "objective": p.objective, "layout": p.layout, "corpus": corpus.root})
+    report.plot_history(history, baselines, stage.loss_png, f"{p.model} ({p.layout} layout) on {corpus.root}")
     shape = decoder.shaped(p.model, p.width, p.depth)
     manifest = {
         "model": p.model,
         "shape": {"hidden_size": shape.hidden_size, "layers": shape.num_hidden_layers},
         "objective": p.objective,
+        "layout": p.layout,
         "steps": final["step"] if final.get("step") else p.max_steps,
         "vocab": vocab.to_dict(),
         "parameters": params,
@@ -222,8 +232,7 @@ def run(p: PretrainConfig, inputs: Inputs, corpus: Corpus, log: Callable[[str], 
                    "train_targets": int(train_counts.sum()), "validation_targets": int(val_counts.sum())},
         "val_loss": final.get("val_loss"),
         "train_loss": final.get("loss"),
-        "baselines": {"unigram_val_loss": unigram, "level_unigram_val_loss": level_unigram,
-                      "uniform_val_loss": math.log(vocab.size)},
+        "baselines": {f"{k.replace(' ', '_').replace('-', '_')}_val_loss": v for k, v in baselines.items()},
         "tokens_per_s": final.get("tokens_per_s"),
         "files": {"model": Pretraining.model, "history": Pretraining.history, "loss_png": Pretraining.loss_png},
         "checkpoints": run_dir,

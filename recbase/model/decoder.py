@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from recbase.model import items
 from recbase.model.vocab import BOS, EOS, PAD
 
 PAPER_VOCAB = 20_000
@@ -102,6 +103,13 @@ def build(preset: str | Preset, vocab_size: int, device: str | None = None, widt
     return Qwen2ForCausalLM(cfg)
 
 
+def load(directory: str, **kwargs):
+    """An exported model from a local directory (``from_pretrained`` with ``kwargs``): the token decoder
+    (``Qwen2ForCausalLM``), or the item layout (``items.ItemLayoutModel``), as its config says."""
+    cls = items.ItemLayoutModel if isinstance(AutoConfig.from_pretrained(directory), items.ItemLayoutConfig) else AutoModelForCausalLM
+    return cls.from_pretrained(directory, **kwargs)
+
+
 def count_parameters(model) -> dict[str, int]:
     """Unique parameters (tied weights once): total, embedding, and the rest."""
     seen, total = set(), 0
@@ -113,11 +121,12 @@ def count_parameters(model) -> dict[str, int]:
     return {"total": total, "embedding": emb, "non_embedding": total - emb}
 
 
-def train_flops_per_token(cfg: Qwen2Config, seq_len: int) -> float:
+def train_flops_per_token(cfg: Qwen2Config, seq_len: int, head: int | None = None) -> float:
     """Forward + backward FLOPs per token: 6 x matmul parameters (LM head included, embedding lookup not)
-    + 12 x layers x hidden x seq_len for attention scores (the PaLM appendix B accounting)."""
+    + 12 x layers x hidden x seq_len for attention scores (the PaLM appendix B accounting). ``head``: the
+    output head's width, when it is not the vocabulary (the item layout's one logit)."""
     h, L, i = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
     kv = cfg.num_key_value_heads * (h // cfg.num_attention_heads)
     per_layer = h * h * 2 + h * kv * 2 + 3 * h * i  # q, o, k, v, gate/up/down
-    matmul = L * per_layer + h * cfg.vocab_size
+    matmul = L * per_layer + h * (cfg.vocab_size if head is None else head)
     return 6.0 * matmul + 12.0 * L * h * seq_len

@@ -21,7 +21,7 @@ from recbase import storage
 from recbase.artifacts import Pretraining
 from recbase.config import PretrainConfig
 from recbase.data.sequences import IGNORE
-from recbase.model import code_content, decoder
+from recbase.model import code_content, decoder, items
 from recbase.model.vocab import PAD, Vocab
 from recbase.progress import EVERY_S as PRINT_EVERY_S
 
@@ -117,7 +117,14 @@ def lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, 
             feedback_weight: float = 1.0, pair_weight: float = 0.0) -> torch.Tensor:
     """Next-token cross-entropy, the mean over targets; with ``feedback_from`` (the id of <liked>; <not-liked>
     follows it) and ``feedback_weight`` != 1, a weighted mean in which each feedback-token target counts that
-    much; plus ``pair_weight`` times ``pair_loss``."""
+    much; plus ``pair_weight`` times ``pair_loss``. An item-layout model (``pretrain.layout=items``): its
+    logistic loss on the feedback targets, plus ``pair_weight`` times ``ranked_pair_loss`` on its logits."""
+    if items.is_item_model(model):
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        if pair_weight == 0.0:
+            return out.loss
+        liked, keep = getattr(model, "module", model).targets(labels)  # [B, m]
+        return out.loss + pair_weight * ranked_pair_loss(out.logits.float(), liked & keep, ~liked & keep)
     if feedback_from is None or (feedback_weight == 1.0 and pair_weight == 0.0):
         # use_cache=False: training builds no key-value cache (transformers would fill one every step)
         return model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
@@ -137,19 +144,31 @@ def pair_loss(logits: torch.Tensor, targets: torch.Tensor, liked: int) -> torch.
     softplus(s_not - s_liked), s = the log-odds of <liked> over <not-liked> where the target is one of them —
     the score evaluation ranks a history's candidates by."""
     s = (logits[..., liked] - logits[..., liked + 1]).float()  # [B, T-1]
-    pos, neg = targets == liked, targets == liked + 1  # [B, T-1]
-    diff = s.unsqueeze(2) - s.unsqueeze(1)  # [B, T-1, T-1]: s_i - s_j
-    pairs = (pos.unsqueeze(2) & neg.unsqueeze(1)).float()  # [B, T-1, T-1]: i liked, j not liked
+    return ranked_pair_loss(s, targets == liked, targets == liked + 1)
+
+
+def ranked_pair_loss(s: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Scores ``s`` [B, N] of a block's positions, ``pos`` / ``neg`` [B, N] its liked / not-liked targets ->
+    the mean over every (liked, not-liked) pair within a block of softplus(s_not - s_liked)."""
+    diff = s.unsqueeze(2) - s.unsqueeze(1)  # [B, N, N]: s_i - s_j
+    pairs = (pos.unsqueeze(2) & neg.unsqueeze(1)).float()  # [B, N, N]: i liked, j not liked
     return (F.softplus(-diff) * pairs).sum() / pairs.sum().clamp(min=1.0)
 
 
 @torch.no_grad()
 def evaluate(engine, ctx: TrainContext) -> float:
-    """Mean cross-entropy (nats) over every validation target, summed across ranks."""
+    """Mean cross-entropy (nats) over every validation target, summed across ranks (an item-layout model's
+    targets: each item's feedback, by the logistic loss)."""
     engine.eval()
     total, count = 0.0, 0
     for batch in ctx.val_batches():
         ids, mask, labels = batch_inputs(batch, ctx.device)
+        if items.is_item_model(engine):
+            liked, keep = getattr(engine, "module", engine).targets(labels)  # [B, m]
+            logits = engine(input_ids=ids, attention_mask=mask).logits  # [B, m]
+            total += float(F.binary_cross_entropy_with_logits(logits[keep].float(), liked[keep].float(), reduction="sum"))
+            count += int(keep.sum())
+            continue
         logits = engine(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
         logits, targets = logits[:, :-1], labels[:, 1:]  # predict token t+1 from t
         total += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
@@ -190,19 +209,36 @@ def fit(cfg: PretrainConfig, vocab: Vocab, ctx: TrainContext, log: Callable[[str
     model = initial_model(cfg, vocab, init_from, codebooks)
     engine = deepspeed_engine(cfg, model, ctx)
     state = resume(engine, ctx, log)
-    last = run_steps(cfg, vocab, engine, ctx, state, decoder.train_flops_per_token(model.config, cfg.block_len), log,
-                     validate)
+    last = run_steps(cfg, vocab, engine, ctx, state, flops_per_token(model, cfg.block_len), log, validate)
     if not last:  # resumed a finished run: nothing trained, report where it stands
         last = dict(state["history"][-1]) if state["history"] else {"step": state["step"]}
         ctx.report(last, None)
     return engine, last, state["history"]
 
 
+def fresh_model(cfg: PretrainConfig, vocab: Vocab, device: str | None = None) -> torch.nn.Module:
+    """A freshly initialised model of ``cfg``: the decoder of ``cfg.model`` at ``cfg.width`` / ``depth``
+    (``layout=tokens``), or the item layout over a body of that shape (``layout=items``)."""
+    if cfg.layout == "items":
+        body = decoder.qwen2_config(decoder.shaped(cfg.model, cfg.width, cfg.depth), vocab.size)
+        return items.build(body, vocab.tokens_per_item, vocab.feedback_from, device)
+    return decoder.build(cfg.model, vocab.size, device=device, width=cfg.width, depth=cfg.depth)
+
+
+def flops_per_token(model: torch.nn.Module, block_len: int) -> float:
+    """Training FLOPs per block token: the decoder's over ``block_len`` positions, or the item layout's over
+    its two positions per item (a one-logit head) spread over the block's tokens."""
+    if not items.is_item_model(model):
+        return decoder.train_flops_per_token(model.config, block_len)
+    positions = 2 * ((block_len - 1) // (model.config.tokens_per_item + 1))
+    return decoder.train_flops_per_token(model.config, positions, head=1) * positions / block_len
+
+
 def initial_model(cfg: PretrainConfig, vocab: Vocab, init_from: str = "", codebooks=None) -> torch.nn.Module:
-    """A fresh decoder of ``cfg.model`` (its code rows holding ``codebooks`` as ``cfg.code_content`` says),
-    or the exported weights ``init_from`` (fine-tuning; same vocabulary; every weight trains)."""
+    """A fresh model of ``cfg`` (its code rows holding ``codebooks`` as ``cfg.code_content`` says), or the
+    exported weights ``init_from`` (fine-tuning; same vocabulary and layout; every weight trains)."""
     if not init_from:
-        model = decoder.build(cfg.model, vocab.size, width=cfg.width, depth=cfg.depth)
+        model = fresh_model(cfg, vocab)
         if cfg.code_content != "off":
             if codebooks is None:
                 raise ValueError(f"pretrain.code_content={cfg.code_content} needs the tokenizer's codebooks")
@@ -210,10 +246,8 @@ def initial_model(cfg: PretrainConfig, vocab: Vocab, init_from: str = "", codebo
                                          cfg.code_content_scale)
             code_content.apply(model, rows, frozen=cfg.code_content != "init")
         return model
-    from transformers import AutoModelForCausalLM
-
     with storage.local_dir(init_from) as d:
-        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+        model = decoder.load(d, dtype=torch.float32)
     if model.config.vocab_size != vocab.size:
         raise ValueError(f"{init_from} has {model.config.vocab_size} tokens, the concept-ID map {vocab.size}")
     return model
@@ -341,7 +375,8 @@ def export(engine, dest: str, history: list[dict], rank0: bool) -> None:
             with tempfile.TemporaryDirectory() as d:
                 local = os.path.join(d, Pretraining.model)
                 module.save_pretrained(local, safe_serialization=True)
-                module.generation_config.save_pretrained(local)
+                if getattr(module, "generation_config", None) is not None:  # the item layout generates nothing
+                    module.generation_config.save_pretrained(local)
                 storage.put_dir(local, out.model.root)
     if rank0:
         storage.write_json(history, out.history)

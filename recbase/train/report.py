@@ -21,7 +21,7 @@ def plot_history(history: list[dict], baselines: dict[str, float], path_png: str
     for (name, value), color in zip(baselines.items(), ("#c44e52", "#8172b3", "#55a868")):
         ax.axhline(value, color=color, ls="--", lw=1, label=f"{name} baseline ({value:.2f})")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_ylabel("cross-entropy (nats/target)")
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
@@ -37,8 +37,8 @@ def describe(m: dict) -> str:
         f"{m['steps']} steps in {m['seconds']} s",
         f"blocks: {b['train']:,} train / {b['validation']:,} validation ({b['steps_per_epoch']:,} steps per epoch)",
         f"validation loss {val:.4f} nats/token" if val is not None else "validation loss: not measured",
-        f"  baselines on the same targets: per-level unigram {base['level_unigram_val_loss']:.4f}, "
-        f"unigram {base['unigram_val_loss']:.4f}, uniform {base['uniform_val_loss']:.4f}",
+        "  baselines on the same targets: " + ", ".join(f"{k.removesuffix('_val_loss').replace('_', ' ')} {v:.4f}"
+                                                        for k, v in base.items()),
         f"throughput {m['tokens_per_s']:,.0f} tokens/s (last window)" if m.get("tokens_per_s") else "",
         f"model: {storage.join(m['config']['output'], m['files']['model'])}",
     ]
