@@ -166,7 +166,10 @@ def pretrained_run(tmp_path_factory, default_tokenized, ray_session):
         "pretrain.workers.threads=1", "pretrain.zero_stage=2", "pretrain.max_steps=30",
         "pretrain.block_len=128", "pretrain.micro_batch_size=8", "pretrain.warmup_steps=5",
         "pretrain.log_every=5", "pretrain.eval_every=20", "pretrain.checkpoint_every=10",
-        "pretrain.val_fraction=0.01"])  # ~60 validation users: each validation pass takes seconds, not 12 s
+        "pretrain.val_fraction=0.01",
+        # the token layout (the default's is items, which test_eval_e2e trains on Ray itself): its export is a
+        # plain Qwen2ForCausalLM that generates, and fine-tuning and evaluation run on it
+        "pretrain.layout=tokens", "pretrain.pair_weight=1"])  # ~60 validation users: each validation pass takes seconds, not 12 s
     killed: dict = {}
 
     def kill_after_second_checkpoint():

@@ -67,7 +67,9 @@ def test_finetune_then_recbench_directory_end_to_end(pretrained_run, default_cor
     small.to_parquet(tmp_path / "unseen_small_domains.parquet", index=False)
     base = pretrained_run["overrides"] + [
         f"pretrain.output={model_out}", "pretrain.block_len=128", "pretrain.micro_batch_size=8",
-        "pretrain.log_every=2", "eval.actors.concurrency=1", "eval.llm_max_users=2"]
+        "pretrain.log_every=2", "eval.actors.concurrency=1", "eval.llm_max_users=2",
+        # the token layout's domains score (session 20): every score term on, so each is checked below
+        "eval.item_prior_weight={domains: 3.0}", "eval.prior_only_weight={domains: 1.0}"]
     cfg = config.load(REPO / "jobs/configs/default.yaml", base + [
         f"finetune.dataset={tmp_path / 'unseen_small_domains.parquet'}", "finetune.steps=4", "finetune.warmup_steps=1",
         "finetune.val_fraction=0.2", f"finetune.output={tmp_path / 'ft'}", "finetune.baselines=[popularity, item_prior]"])

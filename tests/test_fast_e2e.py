@@ -16,7 +16,8 @@ from recbase.data import sequences
 from recbase.data.corpus import prepare
 from recbase.embed.encoder import Encoder, from_arrow
 from recbase.eval import metrics
-from recbase.eval.scoring import ConceptScorer, default_rule, group_pairs, history_ids
+from recbase.eval.scoring import ConceptScorer, default_rule, group_pairs, history_ids, history_items
+from recbase.model import decoder
 from recbase.model.vocab import ItemIndex, model_vocab
 from recbase.tokenizer.metrics import total_variance
 from recbase.tokenizer.stage import AssignCodes, fit_and_save, finalize
@@ -62,12 +63,11 @@ def test_corpus_to_zero_shot_scores_in_one_process(tmp_path, fixture_copy):
                       codebooks=codebooks_for(p.code_content, cfg.tokenizer.output))
     assert last["step"] == 8 and np.isfinite(last["val_loss"])
 
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(Pretraining(p.output).model.root)
+    model = decoder.load(Pretraining(p.output).model.root)  # the default's layout (pretrain.layout: items)
+    assert type(model).__name__ == "ItemLayoutModel"
     pairs = storage.read_parquet(corpus.pairs("unseen_domains")).to_pandas()
     groups = group_pairs(pairs)
-    scorer = ConceptScorer(model, index, (p.block_len - 1) // vocab.tokens_per_step - 1, vocab, default_rule(vocab))
+    scorer = ConceptScorer(model, index, history_items(p.block_len, vocab), vocab, default_rule(vocab))
     scores, _ = scorer.score_groups(groups, len(pairs))
     m = metrics.pair_metrics(pairs["click"].to_numpy(), history_ids(groups, len(pairs)), scores)
     assert len(pairs) > 0 and m["scored_pairs"] == len(pairs) and 0.0 <= m["auc"] <= 1.0

@@ -107,13 +107,15 @@ def test_pipeline_then_pretrain_jobs_submitted_to_a_local_head_all_on_s3(ray_hea
     assert storage.read_json(f"{out}/pretrain/history.json") == history  # not retrained
 
     import torch
-    from transformers import AutoModelForCausalLM
 
+    from recbase.model import decoder, items
     from recbase.model.vocab import BOS, ItemIndex
 
+    # the default's layout, trained under ZeRO-3 and exported from S3: it scores candidates after a history
     with storage.local_dir(f"{out}/pretrain/model") as d:
-        model = AutoModelForCausalLM.from_pretrained(d)
+        model = decoder.load(d)
+    assert isinstance(model, items.ItemLayoutModel)
     index = ItemIndex.load(f"{out}/pretrain/model")
-    prompt = torch.tensor([[BOS, *index.tokens[0].tolist()]])  # [1, 1 + t]
-    gen = model.generate(prompt, max_new_tokens=index.vocab.tokens_per_item, do_sample=False)
-    assert gen.shape[1] == prompt.shape[1] + index.vocab.tokens_per_item
+    prompt = torch.tensor([[BOS, *index.tokens[0].tolist(), model.config.liked_id]])  # [1, 1 + t + 1]: one liked item
+    logits = model.candidate_logits(prompt, torch.as_tensor(index.tokens[1:4]).long())  # [3]
+    assert logits.shape == (3,) and torch.isfinite(logits).all()
