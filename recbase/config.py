@@ -513,7 +513,8 @@ class EvalConfig:
     # the LLM's sample too.
     llm_max_users: int = 100
     llm_max_history_items: int = 10
-    # next-item metrics: Recall@K / NDCG@K of trie-constrained beam search for the next liked item of a
+    # next-item metrics: Recall@K / NDCG@K of trie-constrained beam search (pretrain.layout=items: every allowed
+    # item ranked by the <liked> head) for the next liked item of a
     # reproducible sample of this many histories per dataset (0 = none), beside popularity's top K
     recommend_users: int = 200
     recommend_k: int = 10

@@ -158,6 +158,7 @@ def test_an_item_layout_model_pretrains_on_ray_and_is_scored_and_recommends(defa
     print({k: m[k] for k in ("layout", "steps", "val_loss", "baselines", "parameters")})
     assert m["layout"] == "items" and m["steps"] == 12 and np.isfinite(m["val_loss"])
     assert set(m["baselines"]) == {"like_share_val_loss", "uniform_val_loss"}  # a logistic loss on feedback targets
+    assert 0 < m["blocks"]["train_targets"] <= m["blocks"]["train"] * (125 // 5)  # one per item: 25 items a block
     assert m["baselines"]["like_share_val_loss"] < m["baselines"]["uniform_val_loss"] == pytest.approx(np.log(2))
     model = ExportedModel.find(str(tmp_path / "pt"))
     assert model.meta()["layout"] == "items" and isinstance(decoder.load(model.root), items.ItemLayoutModel)
@@ -170,3 +171,4 @@ def test_an_item_layout_model_pretrains_on_ray_and_is_scored_and_recommends(defa
     assert results["layout"] == "items" and results["scoring"] == "feedback"
     assert d["methods"]["recbase"]["scored_pairs"] == d["pairs"] == len(small)
     assert d["next_item"]["histories"] == 4 and "recall@10" in d["next_item"]["recbase"]
+    assert "<liked> head" in d["next_item"]["recbase_ranked_by"] and "<liked> head" in (tmp_path / "ev/results.md").read_text()

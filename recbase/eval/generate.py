@@ -58,6 +58,11 @@ def recommend(model, index: ItemIndex, history_tokens: np.ndarray, k: int = 10, 
     return ranked[:k]
 
 
+def ranked_by(layout: str) -> str:
+    """How ``recommend`` ranks for a model of ``layout`` (``pretrain.layout``), as the reports name it."""
+    return "its <liked> head over every allowed item" if layout == "items" else "constrained beam search"
+
+
 ITEM_CHUNK = 512  # candidates per forward pass when an item-layout model ranks every allowed item
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 
 from recbase import storage
+from recbase.eval import generate
 
 METHOD_NAMES = {"recbase": "RecBase (zero-shot)", "recbase_finetuned": "RecBase (fine-tuned)",
                 "recbase_prior_only": "RecBase, no history (diagnostic)",
@@ -43,7 +44,7 @@ def markdown(results: dict) -> str:
     return text
 
 
-NEXT_ITEM_NAMES = {"recbase": "RecBase (constrained beam search)", "popularity": "Popularity (evaluation histories)",
+NEXT_ITEM_NAMES = {"recbase": "RecBase ({})", "popularity": "Popularity (evaluation histories)",
                    "popularity_pretrain": "Popularity (pretraining users)"}
 
 
@@ -55,7 +56,9 @@ def _next_item_table(datasets: dict) -> str:
     lines = [f"\nNext liked item, top {k} among the domain's items not in the history (a sample of histories):\n",
              "| method | " + " | ".join(f"{n} Recall@{k} | {n} NDCG@{k}" for n in have) + " |",
              "|---|" + "---|---|" * len(have)]
+    ranked_by = next(iter(have.values())).get("recbase_ranked_by", generate.ranked_by("tokens"))  # older results: beam search
     for m, label in NEXT_ITEM_NAMES.items():
+        label = label.format(ranked_by)
         cells = []
         for r in have.values():
             cells += [f"{r[m][f'recall@{k}']:.4f}", f"{r[m][f'ndcg@{k}']:.4f}"] if m in r else ["", ""]

@@ -140,10 +140,12 @@ def group_records(groups: list[UserGroup]) -> list[dict]:
 
 
 def next_item_metrics(e: EvalConfig, groups: list[UserGroup], clicks, model_path: str, ds, index: ItemIndex,
-                      vocab: dict, max_history: int, stats: baselines.ItemStats, log: Callable[[str], None] = print) -> dict:
-    """Recall@K / NDCG@K for the next liked item of a sample of the histories: RecBase's constrained beam
-    search beside popularity's top K (evaluation histories, and pretraining users' likes)."""
-    from recbase.eval.generate import next_liked, top_by_counts
+                      vocab: dict, max_history: int, stats: baselines.ItemStats, log: Callable[[str], None] = print,
+                      layout: str = "tokens") -> dict:
+    """Recall@K / NDCG@K for the next liked item of a sample of the histories: RecBase's top K (constrained beam
+    search; a ``layout=items`` model: its <liked> head over every allowed item) beside popularity's top K
+    (evaluation histories, and pretraining users' likes)."""
+    from recbase.eval.generate import next_liked, ranked_by, top_by_counts
 
     targets = dict(next_liked(groups, clicks))
     chosen = sample_histories([g for k, g in enumerate(groups) if k in targets], e.recommend_users)
@@ -158,7 +160,8 @@ def next_item_metrics(e: EvalConfig, groups: list[UserGroup], clicks, model_path
         batch_size=max(1, e.batch_users // 4), batch_format="numpy", num_cpus=e.actors.num_cpus,
         num_gpus=session.gpus_per_actor(e.actors.num_gpus), compute=ray.data.ActorPoolStrategy(size=e.actors.concurrency))
     ranked = {}
-    with Progress(f"[eval] {ds.label} next-item beam search", total=len(records), unit="histories", log=log) as bar:
+    with Progress(f"[eval] {ds.label} next-item ranking ({ranked_by(layout)})", total=len(records), unit="histories",
+                  log=log) as bar:
         for batch in ds_ray.iter_batches(batch_format="numpy", batch_size=None):
             for k, top in zip(batch["group"], batch["top"]):
                 ranked[int(k)] = [tuple(x.split(ITEM_KEY_SEP, 1)) for x in str(top).split("\x1e") if x]
@@ -169,7 +172,7 @@ def next_item_metrics(e: EvalConfig, groups: list[UserGroup], clicks, model_path
     lists = {"recbase": [ranked[k] for k in keys],
              "popularity": [top_by_counts(index, groups[k], pop, e.recommend_k) for k in keys],
              "popularity_pretrain": [top_by_counts(index, groups[k], liked, e.recommend_k) for k in keys]}
-    out = {"histories": len(keys), "k": e.recommend_k}
+    out = {"histories": len(keys), "k": e.recommend_k, "recbase_ranked_by": ranked_by(layout)}
     for m, lst in lists.items():
         r, n = metrics.recall_ndcg_at_k(lst, truth, e.recommend_k)
         out[m] = {f"recall@{e.recommend_k}": r, f"ndcg@{e.recommend_k}": n}
@@ -337,7 +340,7 @@ def run(e: EvalConfig, model: ExportedModel, log: Callable[[str], None] = print,
         if e.recommend_users:
             t1 = time.perf_counter()
             entry["next_item"] = next_item_metrics(e, groups, labels, mdir, ds, ItemIndex.load(ds.index_dir), meta["vocab"],
-                                                   max_history, stats, log)
+                                                   max_history, stats, log, meta.get("layout", "tokens"))
             entry["seconds"]["next_item"] = round(time.perf_counter() - t1, 2)
         for m, sec in entry["seconds"].items():
             if m in entry["methods"]:
