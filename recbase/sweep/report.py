@@ -162,7 +162,7 @@ def plot_search(rows: list[dict], metric: str, mode: str, path_png: str) -> byte
             xs.append((t - t0) / 60)
             ys.append(so_far)
         a3.step(xs, ys, where="post")
-    a1.set_title("validation loss (nats/token)", fontsize=10)
+    a1.set_title("validation loss (nats/target)", fontsize=10)
     a2.set_title(f"{metric} (validation)", fontsize=10)
     a3.set_title(f"best {metric} so far", fontsize=10)
     for ax in (a1, a2):

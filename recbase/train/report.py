@@ -36,7 +36,7 @@ def describe(m: dict) -> str:
         f"pretrain {m['model']}{shape}: {m['parameters']['total']:,} parameters, vocabulary {m['vocab']['size']:,}, "
         f"{m['steps']} steps in {m['seconds']} s",
         f"blocks: {b['train']:,} train / {b['validation']:,} validation ({b['steps_per_epoch']:,} steps per epoch)",
-        f"validation loss {val:.4f} nats/token" if val is not None else "validation loss: not measured",
+        f"validation loss {val:.4f} nats/target" if val is not None else "validation loss: not measured",
         "  baselines on the same targets: " + ", ".join(f"{k.removesuffix('_val_loss').replace('_', ' ')} {v:.4f}"
                                                         for k, v in base.items()),
         f"throughput {m['tokens_per_s']:,.0f} tokens/s (last window)" if m.get("tokens_per_s") else "",
