@@ -73,7 +73,10 @@ def test_candidates_are_scored_after_the_history_and_ranked_for_recommendation()
     scorer = ConceptScorer(model, index, 10, vocab, rule="feedback")
     cand = index.tokens[[5, 6, 7, 8, 9, 10, 11]]  # [7, t]
     fast, ref = scorer.score_user(hist, cand), scorer.score_user_reference(hist, cand)
-    assert fast.shape == (7,) and np.allclose(fast, ref, atol=1e-5)
+    assert fast.shape == (7,) and np.allclose(fast, ref, atol=1e-5)  # the cached history = a whole pass per candidate
+    alone = ConceptScorer(model, index, 0, vocab, rule="feedback")  # no history: the candidate's query alone
+    assert np.allclose(alone.score_user(hist, cand), alone.score_user_reference(hist, cand), atol=1e-5)
+    assert not np.allclose(alone.score_user(hist, cand), fast, atol=1e-3)
     with torch.no_grad():  # the last query of the history followed by the candidate (any feedback token)
         whole = model(torch.tensor([[BOS, *hist.reshape(-1).tolist(), *cand[2].tolist(), vocab.feedback_from]])).logits
     assert float(whole[0, -1]) == pytest.approx(float(fast[2]), abs=1e-5)

@@ -102,7 +102,7 @@ class ConceptScorer:
     def score_user(self, history_tokens: np.ndarray, candidate_tokens: np.ndarray) -> np.ndarray:
         """History [n, t'], candidates [C, t] -> scores [C] (``rule``), one history pass."""
         cand = torch.as_tensor(candidate_tokens, device=self.device).long()  # [C, t]
-        if is_item_model(self.model):  # one pass over the history per candidate, batched
+        if is_item_model(self.model):  # the history once, then one query position per candidate
             return self.model.candidate_logits(self.prompt(history_tokens), cand).float().cpu().numpy()  # [C]
         C, t = cand.shape
         out = self.model(input_ids=self.prompt(history_tokens), use_cache=True)
@@ -127,8 +127,9 @@ class ConceptScorer:
         prompt = self.prompt(history_tokens)  # [1, P]
         scores = []
         for row in torch.as_tensor(candidate_tokens, device=self.device).long():  # [t]
-            if is_item_model(self.model):
-                scores.append(float(self.model.candidate_logits(prompt, row[None])[0]))
+            if is_item_model(self.model):  # the candidate's query after the history; its feedback slot unread
+                ids = torch.cat([prompt, row[None], prompt.new_tensor([[self.vocab.feedback_ids[1]]])], 1)  # [1, P + t + 1]
+                scores.append(float(self.model(ids).logits[0, -1]))
                 continue
             ids = torch.cat([prompt, row[None]], 1)  # [1, P + t]
             logp = torch.log_softmax(self.model(input_ids=ids).logits[0, prompt.shape[1] - 1:].float(), -1)  # [t + 1, V]

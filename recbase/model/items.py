@@ -93,17 +93,25 @@ class ItemLayoutModel(PreTrainedModel):
                 labels: torch.Tensor | None = None, **kwargs) -> ItemLayoutOutput:
         codes, feedback = self.steps(input_ids)  # [B, m, t], [B, m]
         valid = codes[..., 0] != PAD  # [B, m]
-        e = self.body.embed_tokens(codes).sum(2)  # [B, m, H]
-        marks = self.mark_embeddings.weight  # [3, H]
-        rated = e + marks[torch.where(feedback == self.config.liked_id, LIKED, NOT_LIKED)]  # [B, m, H]
-        x = torch.stack([e + marks[QUERY], rated], 2).flatten(1, 2)  # [B, 2m, H]: q_0 r_0 q_1 r_1 ...
-        out = self.body(inputs_embeds=x, attention_mask=valid.repeat_interleave(2, 1).long(), use_cache=False)
+        out = self.body(inputs_embeds=self.positions(codes, feedback), attention_mask=valid.repeat_interleave(2, 1).long(),
+                        use_cache=False)
         logits = self.head(out.last_hidden_state[:, 0::2]).squeeze(-1)  # [B, m]
         loss = None
         if labels is not None:
             y, keep = self.targets(labels)
             loss = F.binary_cross_entropy_with_logits(logits[keep].float(), y[keep].float())
         return ItemLayoutOutput(loss=loss, logits=logits)
+
+    def queries(self, codes: torch.Tensor) -> torch.Tensor:
+        """Items' concept-ID tokens [..., t] -> their query positions' inputs [..., H]."""
+        return self.body.embed_tokens(codes).sum(-2) + self.mark_embeddings.weight[QUERY]
+
+    def positions(self, codes: torch.Tensor, feedback: torch.Tensor) -> torch.Tensor:
+        """Items [B, m, t] and their feedback tokens [B, m] -> the body's inputs [B, 2m, H]: q_0 r_0 q_1 r_1 ..."""
+        q = self.queries(codes)  # [B, m, H]
+        marks = self.mark_embeddings.weight  # [3, H]
+        rated = q - marks[QUERY] + marks[torch.where(feedback == self.config.liked_id, LIKED, NOT_LIKED)]  # [B, m, H]
+        return torch.stack([q, rated], 2).flatten(1, 2)  # [B, 2m, H]
 
     def targets(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Labels [B, T] (the blocks' token targets) -> each item's liked target [B, m] and where it is one."""
@@ -113,12 +121,16 @@ class ItemLayoutModel(PreTrainedModel):
     @torch.no_grad()
     def candidate_logits(self, prompt: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """<bos> + a history's items with their feedback [1, P], candidates' concept IDs [C, t] -> each
-        candidate's <liked> logit after the history [C] (its feedback slot holds a placeholder the query
-        position never reads)."""
-        placeholder = torch.full((len(candidates), 1), self.config.liked_id + 1, dtype=torch.long,
-                                 device=candidates.device)
-        ids = torch.cat([prompt.expand(len(candidates), -1), candidates, placeholder], 1)  # [C, P + t + 1]
-        return self.forward(ids).logits[:, -1]  # [C]
+        candidate's <liked> logit after the history [C]. The history is encoded once; its keys and values are
+        repeated for the candidates, each then one query position (``scoring.ConceptScorer.score_user_reference``
+        is the plain way, a whole pass per candidate)."""
+        codes, feedback = self.steps(prompt)  # [1, n, t], [1, n]
+        q = self.queries(candidates)[:, None]  # [C, 1, H]
+        if codes.shape[1] == 0:  # no history: the candidate alone
+            return self.head(self.body(inputs_embeds=q, use_cache=False).last_hidden_state[:, -1]).squeeze(-1)
+        cache = self.body(inputs_embeds=self.positions(codes, feedback), use_cache=True).cache
+        cache.batch_repeat_interleave(len(candidates))  # the history's keys/values, once per candidate
+        return self.head(self.body(inputs_embeds=q, cache=cache, use_cache=False).last_hidden_state[:, -1]).squeeze(-1)  # [C]
 
 
 def build(qwen2: Qwen2Config, tokens_per_item: int, liked_id: int, device: str | None = None) -> ItemLayoutModel:
