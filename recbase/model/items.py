@@ -108,10 +108,10 @@ class ItemLayoutModel(PreTrainedModel):
 
     def positions(self, codes: torch.Tensor, feedback: torch.Tensor) -> torch.Tensor:
         """Items [B, m, t] and their feedback tokens [B, m] -> the body's inputs [B, 2m, H]: q_0 r_0 q_1 r_1 ..."""
-        q = self.queries(codes)  # [B, m, H]
+        e = self.body.embed_tokens(codes).sum(-2)  # [B, m, H]
         marks = self.mark_embeddings.weight  # [3, H]
-        rated = q - marks[QUERY] + marks[torch.where(feedback == self.config.liked_id, LIKED, NOT_LIKED)]  # [B, m, H]
-        return torch.stack([q, rated], 2).flatten(1, 2)  # [B, 2m, H]
+        rated = e + marks[torch.where(feedback == self.config.liked_id, LIKED, NOT_LIKED)]  # [B, m, H]
+        return torch.stack([e + marks[QUERY], rated], 2).flatten(1, 2)  # [B, 2m, H]
 
     def targets(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Labels [B, T] (the blocks' token targets) -> each item's liked target [B, m] and where it is one."""
