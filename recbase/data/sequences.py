@@ -20,6 +20,7 @@ people the model never saw.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 
@@ -134,3 +135,25 @@ def unigram_cross_entropy(train_counts: np.ndarray, val_counts: np.ndarray,
     if covered != val_counts.sum():
         raise ValueError("validation targets outside the given ranges")
     return nll / max(1.0, covered)
+
+
+def _feedback(vocab: Vocab) -> slice:
+    return slice(vocab.feedback_from, vocab.feedback_from + 2)  # <liked>, <not-liked>
+
+
+def trained_targets(layout: str, vocab: Vocab, counts: np.ndarray) -> int:
+    """How many of the counted token targets (``target_counts``) a model of ``layout`` (``pretrain.layout``)
+    trains on: all of them, or for the item layout the feedback tokens (one per item)."""
+    return int(counts[_feedback(vocab)].sum() if layout == "items" else counts.sum())
+
+
+def loss_baselines(layout: str, vocab: Vocab, train_counts: np.ndarray, val_counts: np.ndarray) -> dict[str, float]:
+    """The validation loss of what needs no model, on a model of ``layout``'s targets: add-one unigrams of the
+    training targets over all tokens and per level, and uniform; for the item layout (feedback targets only)
+    the training like share and a coin."""
+    if layout == "items":
+        fb = _feedback(vocab)
+        return {"like share": unigram_cross_entropy(train_counts[fb], val_counts[fb]), "uniform": math.log(2)}
+    return {"unigram": unigram_cross_entropy(train_counts, val_counts),
+            "per-level unigram": unigram_cross_entropy(train_counts, val_counts, vocab.ranges()),
+            "uniform": math.log(vocab.size)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import sys
 import time
 from typing import Callable
@@ -142,24 +141,6 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def trained_targets(p: PretrainConfig, vocab: Vocab, counts: np.ndarray) -> int:
-    """How many of the counted token targets the model is trained on: all of them, or for the item layout
-    the feedback tokens (one per item)."""
-    return int(counts[vocab.feedback_from:vocab.feedback_from + 2].sum() if p.layout == "items" else counts.sum())
-
-
-def loss_baselines(p: PretrainConfig, vocab: Vocab, train_counts: np.ndarray, val_counts: np.ndarray) -> dict[str, float]:
-    """The validation loss of what needs no model, on the same targets: add-one unigrams of the training
-    targets over all tokens and per level, and uniform; for the item layout (feedback targets only) the
-    training like share and a coin."""
-    if p.layout == "items":
-        fb = slice(vocab.feedback_from, vocab.feedback_from + 2)  # <liked>, <not-liked>
-        return {"like share": sequences.unigram_cross_entropy(train_counts[fb], val_counts[fb]), "uniform": math.log(2)}
-    return {"unigram": sequences.unigram_cross_entropy(train_counts, val_counts),
-            "per-level unigram": sequences.unigram_cross_entropy(train_counts, val_counts, vocab.ranges()),
-            "uniform": math.log(vocab.size)}
-
-
 def run(p: PretrainConfig, inputs: Inputs, corpus: Corpus, log: Callable[[str], None] = print) -> Pretraining:
     """Train ``p.model`` on ``inputs`` (``Inputs.of``: the corpus's histories in the tokenizer's concept IDs;
     ``Inputs.continuing``: fine-tuning); ``corpus`` is the run's, recorded in the export."""
@@ -186,8 +167,8 @@ def run(p: PretrainConfig, inputs: Inputs, corpus: Corpus, log: Callable[[str], 
     if n_val == 0 or n_train == 0:
         raise ValueError(f"{n_train} training / {n_val} validation blocks: too few users for "
                          f"pretrain.val_fraction={p.val_fraction}; change it or add data")
-    baselines = loss_baselines(p, vocab, train_counts, val_counts)
-    log(f"[pretrain] {n_train:,} training blocks ({trained_targets(p, vocab, train_counts):,} targets), {n_val:,} validation "
+    baselines = sequences.loss_baselines(p.layout, vocab, train_counts, val_counts)
+    log(f"[pretrain] {n_train:,} training blocks ({sequences.trained_targets(p.layout, vocab, train_counts):,} targets), {n_val:,} validation "
         f"blocks; vocabulary {vocab.size:,}; validation loss of baselines: "
         + ", ".join(f"{k} {v:.4f}" for k, v in baselines.items()) + " nats/target")
     w = p.workers
@@ -235,8 +216,8 @@ def run(p: PretrainConfig, inputs: Inputs, corpus: Corpus, log: Callable[[str], 
         "vocab": vocab.to_dict(),
         "parameters": params,
         "blocks": {"train": n_train, "validation": n_val, "steps_per_epoch": steps_per_epoch,
-                   "train_targets": trained_targets(p, vocab, train_counts),
-                   "validation_targets": trained_targets(p, vocab, val_counts)},
+                   "train_targets": sequences.trained_targets(p.layout, vocab, train_counts),
+                   "validation_targets": sequences.trained_targets(p.layout, vocab, val_counts)},
         "val_loss": final.get("val_loss"),
         "train_loss": final.get("loss"),
         "baselines": {f"{k.replace(' ', '_').replace('-', '_')}_val_loss": v for k, v in baselines.items()},
